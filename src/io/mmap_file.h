@@ -1,0 +1,33 @@
+// Read-only memory map of a whole file. Nothing is read until pages are touched.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace lsb {
+
+class MappedFile {
+ public:
+  // Throws lsb::Error "PATH: <strerror>" if the file cannot be opened or mapped.
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  std::span<const std::byte> bytes() const { return {static_cast<const std::byte*>(data_), size_}; }
+  // Checked sub-range: throws naming the file if [offset, offset+len) is not inside it.
+  std::span<const std::byte> range(uint64_t offset, uint64_t len, const char* what) const;
+
+ private:
+  std::string path_;
+  void* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// Whole small file into a string (config.json, index, tokenizer). Throws naming the path.
+std::string read_small_file(const std::string& path, uint64_t max_bytes = 256ull << 20);
+
+}  // namespace lsb

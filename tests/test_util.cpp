@@ -1,0 +1,69 @@
+#include "test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace lsbtest {
+
+std::string shared(const std::string& rel) {
+  fs::path p = fs::path(LSB_SHARED_DIR) / rel;
+  if (!fs::exists(p)) ADD_FAILURE() << "required shared file is missing: " << p.string();
+  return p.string();
+}
+
+namespace {
+struct TempRoot {
+  fs::path root;
+  TempRoot() {
+    std::random_device rd;
+    root = fs::temp_directory_path() / ("lsb_test_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
+    fs::create_directories(root);
+  }
+  ~TempRoot() {
+    std::error_code ec;
+    fs::remove_all(root, ec);
+  }
+};
+TempRoot& temp_root() {
+  static TempRoot r;
+  return r;
+}
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+fs::path temp_dir() {
+  static int counter = 0;
+  fs::path d = temp_root().root / ("d" + std::to_string(counter++));
+  fs::create_directories(d);
+  return d;
+}
+
+RunResult run_lsb(const std::string& args, int timeout_s) {
+  fs::path d = temp_dir();
+  std::string cmd = "timeout -s KILL " + std::to_string(timeout_s) + " " + std::string(LSB_EXE) + " " + args +
+                    " >" + (d / "out").string() + " 2>" + (d / "err").string() + " </dev/null";
+  auto t0 = std::chrono::steady_clock::now();
+  int st = std::system(cmd.c_str());
+  RunResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  r.out = slurp(d / "out");
+  r.err = slurp(d / "err");
+  return r;
+}
+
+}  // namespace lsbtest

@@ -1,0 +1,26 @@
+// Helpers shared by tests: paths to ../shared, temp dirs, running the lsb CLI.
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace lsbtest {
+
+std::string shared(const std::string& rel);  // LSB_SHARED_DIR/rel; FAILs the test naming the file if missing
+std::filesystem::path temp_dir();            // fresh directory, removed at process exit
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+  double seconds = 0;
+};
+// Runs `lsb ARGS` (args already shell-quoted as needed), capturing stdout and stderr, with a
+// time limit (kills and fails after timeout_s).
+RunResult run_lsb(const std::string& args, int timeout_s = 120);
+
+}  // namespace lsbtest
+
+// Skips nothing: a missing shared file is a failure that names the file.
+#define LSB_SHARED(rel) ::lsbtest::shared(rel)
