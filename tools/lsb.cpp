@@ -1,2 +1,30 @@
-// Placeholder until the CLI lands.
-int main() { return 0; }
+// lsb: compress, run and measure Llama-family models with outlier-preserving 1-bit weights.
+#include <cstdio>
+#include <exception>
+#include <new>
+
+#include "commands.h"
+#include "lsb/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lsb - Loop Singular Bit: run and measure Llama-family models (Hugging Face folders, llama2.c .bin)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lsb 0.1.0");
+  lsb::cli::add_run(app);
+  lsb::cli::add_eval(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const lsb::Error& e) {
+    std::fprintf(stderr, "lsb: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "lsb: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lsb: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -28,6 +28,10 @@ struct TensorInfo {
   std::vector<int64_t> shape;  // outer dimension first
   DType dtype = DType::F32;
   uint64_t nbytes = 0;         // bytes of the stored tensor (blob size for quantized types)
+  // Parameters of quantized types (see src/quant/scheme.h); unused for dense types.
+  int32_t group_size = 0;
+  float outlier_ratio = 0.0f;
+  bool use_mean = false;
   int64_t numel() const;
   int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
   int64_t cols() const { return shape.size() < 2 ? (shape.empty() ? 1 : shape[0]) : shape.back(); }

@@ -25,9 +25,25 @@
 // PAPER (the seed paper, per tensor): tau = quantile(|W|, 1 - alpha); outliers |w| > tau;
 //       header  f32 mu, f32 sigma, f32 tau, u32 pad (16 bytes) — mu, sigma of the inliers
 //       signs   u64[rows * words]    1 <-> (w - mu) >= 0  -> reconstruction mu + sigma * (+1 / -1)
+//                                    (an outlier's bit is 1, as in LSB1)
 //       counts  u16[rows], gaps u8[...], values f16[...]  as in LSB1
 //
-// The helper functions below compute section offsets so that writers, readers and kernels agree.
+// Exact definitions (rounding, quantile index, sums) are in docs/QUANT.md. In short:
+//   LSB1: k = round-half-away(double(alpha) * cols) outliers per row, the k largest |w| (ties:
+//     lower column first). Per group, over its inliers, in double: without mean, scale =
+//     mean |w|; with mean, m = fp16(mean w), bit = (w >= m), scale = mean |w - m|. Stored values
+//     are the fp16 nearest to the double result (saturated to +-65504). Reconstruction in
+//     float: bit ? m + scale : m - scale (m = 0 without mean), then outliers overwrite.
+//   PAPER: tau = sorted(|W|)[floor((1 - double(alpha)) * (n - 1))]; mu, sigma (population
+//     standard deviation) of the inliers in double, sums taken per row in column order and
+//     then over rows in order; stored as f32.
+//
+// Packed blobs (Q8, LSB1, PAPER) must start at an 8-byte aligned address (the .lsb writer
+// aligns every tensor to 64). The gap stream has no stored length: it ends after the last
+// row's gaps; the values section starts at the next multiple of 64 (padding bytes are zero)
+// and the blob ends exactly after the last value.
+//
+// blob_layout() computes the section offsets so that writers, readers and kernels agree.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -57,6 +73,28 @@ struct SchemeTraits {
 std::span<const SchemeTraits> all_schemes();
 const SchemeTraits& traits(DType t);
 const SchemeTraits* find_scheme(std::string_view name);
+
+inline constexpr uint64_t kSectionAlign = 64;
+inline constexpr uint64_t align_section(uint64_t off) {
+  return (off + kSectionAlign - 1) / kSectionAlign * kSectionAlign;
+}
+
+// Byte offsets of the fixed sections of a blob. Sections a scheme does not have are 0 (means
+// is 0 unless LSB1 with use_mean). `gaps` is where the data-dependent part starts; for dense
+// types and Q8 it equals the whole blob size.
+struct BlobLayout {
+  int64_t words = 0;    // u64 words of sign bits per row
+  int64_t group = 0;    // effective group size (LSB1; cols when group_size is 0)
+  int64_t ngroups = 0;  // groups per row (LSB1)
+  uint64_t header = 0, signs = 0, scales = 0, means = 0, counts = 0, q8 = 0, gaps = 0;
+};
+// Throws lsb::Error (prefixed with `where`) on invalid parameters (alpha outside [0, 1] or not
+// finite, negative group size, non-positive dims for packed types, columns over 2^31 - 1) and
+// on size overflow.
+BlobLayout blob_layout(DType t, int64_t rows, int64_t cols, const SchemeParams& p,
+                       const std::string& where = "quant");
+// Outliers kept in each row by LSB1: round-half-away(double(alpha) * cols), at most cols.
+int64_t lsb1_outliers_per_row(int64_t cols, float alpha);
 
 // Exact blob size for a matrix (rows, cols). For schemes with outliers the size depends on the
 // data (gaps): use quantize() and take .size(). This returns the size of the fixed sections only.

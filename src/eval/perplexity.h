@@ -1,0 +1,49 @@
+// Perplexity exactly as llama.cpp's `llama-perplexity` computes it, so numbers are comparable:
+// the whole text tokenized as one string with one BOS in front, cut into consecutive windows of
+// ctx tokens (incomplete tail dropped), the first token of each window replaced by BOS, and only
+// the second half of each window scored (positions ctx/2 .. ctx-2 predicting the next token).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "model/llama_model.h"
+
+namespace lsb {
+
+struct PerplexityOptions {
+  int ctx = 512;
+  int max_chunks = -1;  // -1: all full windows
+  bool progress = true;
+};
+
+struct PerplexityResult {
+  double ppl = 0, ppl_stderr = 0, mean_nll = 0;
+  int64_t n_tokens = 0;  // tokens in the whole text, BOS included
+  int n_chunks = 0;
+  int64_t n_scored = 0;
+  int ctx = 0;
+  double seconds = 0;
+  double tokens_per_second = 0;  // tokens run through the model (n_chunks * ctx) per second
+};
+
+// Windows of a token stream, the llama.cpp way. Shared by perplexity and KL-divergence.
+struct EvalWindows {
+  int ctx = 0, n_chunks = 0, first_scored = 0;  // scored positions: first_scored .. ctx-2
+  // Tokens of window i with its first token replaced by BOS.
+  std::vector<int> window(const std::vector<int>& tokens, int i, int bos) const;
+  int64_t scored_per_chunk() const { return ctx - first_scored - 1; }
+};
+// Throws lsb::Error naming `where` when the text is shorter than one window.
+EvalWindows make_windows(int64_t n_tokens, int ctx, int max_chunks, const std::string& where);
+
+// Natural-log negative log-likelihood of `target` under softmax(logits) (computed in double).
+double token_nll(const float* logits, int vocab, int target);
+
+// Observer of each scored position: (chunk, position in window, logits (vocab), target token).
+using ScoredLogitsFn = std::function<void(int, int, const float*, int)>;
+
+PerplexityResult perplexity(LlamaModel& model, const std::vector<int>& tokens, const PerplexityOptions& opt,
+                            const std::string& where, const ScoredLogitsFn& observer = {});
+
+}  // namespace lsb

@@ -1,0 +1,77 @@
+#include "model/generate.h"
+
+#include <chrono>
+
+#include "lsb/error.h"
+#include "model/sampler.h"
+
+namespace lsb {
+namespace {
+
+// Length of the longest prefix of s that does not end inside a UTF-8 sequence.
+size_t complete_utf8_prefix(const std::string& s) {
+  size_t n = s.size();
+  for (size_t back = 1; back <= 4 && back <= n; ++back) {
+    const auto c = static_cast<unsigned char>(s[n - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead byte
+    const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+    return len > back ? n - back : n;
+  }
+  return n;
+}
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+}  // namespace
+
+GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const std::string& prompt,
+                        const GenerateOptions& opt, const std::function<void(const std::string&)>& on_text) {
+  GenerateResult r;
+  const ModelConfig& cfg = model.config();
+  r.prompt_tokens = tok.encode(prompt, true);
+  const int n_prompt = static_cast<int>(r.prompt_tokens.size());
+  const int n_new = std::max(0, opt.n_new);
+  model.reset(n_prompt + n_new);
+
+  std::vector<int> all = r.prompt_tokens;
+  size_t printed = 0;
+  auto emit = [&]() {
+    const std::string text = tok.decode(all);
+    const size_t upto = complete_utf8_prefix(text);
+    if (on_text && upto > printed) on_text(text.substr(printed, upto - printed));
+    printed = std::max(printed, upto);
+    r.text = text;
+  };
+  emit();
+
+  std::vector<float> logits(static_cast<size_t>(cfg.vocab_size));
+  Sampler sampler(opt.temperature, opt.top_p, opt.seed);
+  r.stop_reason = "length";
+  auto t = Clock::now();
+  model.forward(r.prompt_tokens.data(), n_prompt, 0, logits.data(), n_prompt - 1);
+  r.prompt_seconds = since(t);
+  int pos = n_prompt;
+  int n_decoded = 0;
+  t = Clock::now();
+  for (int i = 0; i < n_new; ++i) {
+    const int next = sampler.sample(logits.data(), cfg.vocab_size);
+    // EOS ends generation; so does BOS, which llama2.c models emit between stories.
+    if (next == tok.eos_id() || next == tok.bos_id()) {
+      r.stop_reason = "eos";
+      break;
+    }
+    r.tokens.push_back(next);
+    all.push_back(next);
+    emit();
+    if (i + 1 == n_new) break;
+    model.forward(&next, 1, pos++, logits.data(), 0);
+    ++n_decoded;
+  }
+  r.decode_seconds = since(t);
+  r.prompt_tok_per_s = r.prompt_seconds > 0 ? n_prompt / r.prompt_seconds : 0;
+  r.decode_tok_per_s = r.decode_seconds > 0 && n_decoded > 0 ? n_decoded / r.decode_seconds : 0;
+  return r;
+}
+
+}  // namespace lsb

@@ -1,0 +1,40 @@
+// A weight matrix the forward pass multiplies by. The forward pass only sees this interface,
+// so a compressed tensor replaces a dense one without touching it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "lsb/tensor_source.h"
+
+namespace lsb {
+
+class Linear {
+ public:
+  Linear(std::string name, int64_t rows, int64_t cols) : name_(std::move(name)), rows_(rows), cols_(cols) {}
+  virtual ~Linear() = default;
+
+  // y: (n, rows) = x: (n, cols) · Wᵀ, for n tokens at once. Uses the OpenMP thread team.
+  virtual void forward(const float* x, int64_t n, float* y) const = 0;
+  // Row r of W as float (used for embedding lookups).
+  virtual void row(int64_t r, float* out) const = 0;
+  // Bytes of weights one full pass reads (for GB/s figures).
+  virtual uint64_t weight_bytes() const = 0;
+  virtual std::string kind() const = 0;
+
+  const std::string& name() const { return name_; }
+  int64_t rows() const { return rows_; }  // out_features
+  int64_t cols() const { return cols_; }  // in_features
+
+ private:
+  std::string name_;
+  int64_t rows_, cols_;
+};
+
+// Builds the Linear for a stored tensor: dense (f32/f16/bf16, used in place, no copy) or a
+// quantized blob. `data` must outlive the returned object.
+std::unique_ptr<Linear> make_linear(const TensorInfo& info, std::span<const std::byte> data,
+                                    const std::string& where);
+
+}  // namespace lsb

@@ -1,0 +1,22 @@
+// Opening a model for inference: the tensor source, the model built from it, and its tokenizer.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "lsb/tensor_source.h"
+#include "model/llama_model.h"
+#include "model/tokenizer.h"
+
+namespace lsb {
+
+struct Session {
+  std::shared_ptr<TensorSource> source;
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// tokenizer_path empty: use the tokenizer that comes with the model (tokenizer.model in a Hugging
+// Face folder, the one embedded in a .lsb file); error if there is none.
+Session open_session(const std::string& model_path, const std::string& tokenizer_path);
+
+}  // namespace lsb

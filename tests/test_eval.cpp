@@ -1,0 +1,64 @@
+// Perplexity, the llama.cpp way, against the PyTorch float32 references in reference.json.
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "eval/perplexity.h"
+#include "lsb/error.h"
+#include "test_util.h"
+
+namespace {
+
+nlohmann::json reference() {
+  std::ifstream f(LSB_SHARED("models/bookworm-27m/reference.json"));
+  return nlohmann::json::parse(f);
+}
+
+void check_first20(const std::string& text_file) {
+  const auto ref = reference();
+  const auto& r20 = ref["llamacpp_style_ppl_ctx512_first20"][text_file];
+  const auto& full = ref["llamacpp_style_ppl_ctx512"][text_file];
+  auto r = lsbtest::run_lsb("eval " + LSB_SHARED("models/bookworm-27m") + " --text " + LSB_SHARED("data/" + text_file) +
+                                " --ctx 512 --chunks 20 --json -t 2",
+                            300);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  const double want = r20["ppl"].get<double>();
+  EXPECT_NEAR(j["ppl"].get<double>(), want, 0.002 * want) << text_file;
+  EXPECT_EQ(j["n_chunks"].get<int>(), 20);
+  EXPECT_EQ(j["n_scored"].get<int64_t>(), r20["scored"].get<int64_t>());
+  EXPECT_EQ(j["n_tokens"].get<int64_t>(), full["tokens"].get<int64_t>());
+  EXPECT_EQ(j["ctx"].get<int>(), 512);
+  EXPECT_GT(j["ppl_stderr"].get<double>(), 0.0);
+  std::printf("%s first 20 windows: PPL %.4f (reference %.4f), %.1f s\n", text_file.c_str(), j["ppl"].get<double>(),
+              want, r.seconds);
+}
+
+}  // namespace
+
+TEST(EvalPerplexity, BookwormValidFirst20Windows) { check_first20("bookworm_valid.txt"); }
+TEST(EvalPerplexity, WikitextFirst20Windows) { check_first20("wikitext2_test.raw"); }
+
+TEST(EvalPerplexity, WindowsFollowLlamaCpp) {
+  // 400,336 tokens at ctx 512: 781 full windows, 255 scored positions each.
+  auto w = lsb::make_windows(400336, 512, -1, "x");
+  EXPECT_EQ(w.n_chunks, 781);
+  EXPECT_EQ(w.first_scored, 256);
+  EXPECT_EQ(w.scored_per_chunk() * w.n_chunks, 199155);
+  std::vector<int> toks(2048);
+  for (int i = 0; i < 2048; ++i) toks[i] = 1000 + i;
+  auto win = lsb::make_windows(2048, 512, 2, "x");
+  EXPECT_EQ(win.n_chunks, 2);
+  auto w1 = win.window(toks, 1, 1);
+  EXPECT_EQ(w1[0], 1);      // first token replaced by BOS
+  EXPECT_EQ(w1[1], 1513);   // the rest is the stream
+  EXPECT_THROW(lsb::make_windows(511, 512, -1, "short.txt"), lsb::Error);
+}
+
+TEST(EvalPerplexity, TokenNllIsLogSoftmax) {
+  const float logits[3] = {1.0f, 2.0f, 3.0f};
+  const double lse = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
+  EXPECT_NEAR(lsb::token_nll(logits, 3, 0), lse - 1.0, 1e-9);
+  EXPECT_NEAR(lsb::token_nll(logits, 3, 2), lse - 3.0, 1e-9);
+}

@@ -1,0 +1,573 @@
+// Tests of the quantization schemes (src/quant): fast == reference bit for bit for every scheme
+// and thread count, blob validation, the L2-optimal LSB1 scale, outlier selection, the PAPER
+// quantile, position cost, and the error metrics.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "io/fp16.h"
+#include "lsb/error.h"
+#include "quant/metrics.h"
+#include "quant/outlier_coding.h"
+#include "quant/scheme.h"
+#include "test_util.h"
+
+namespace q = lsb::quant;
+using lsb::DType;
+
+namespace {
+
+struct Matrix {
+  std::string name;
+  int64_t rows = 0, cols = 0;
+  std::vector<float> w;
+};
+
+Matrix gaussian(int64_t rows, int64_t cols, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  Matrix m{"gauss", rows, cols, std::vector<float>(rows * cols)};
+  for (auto& v : m.w) v = d(rng);
+  return m;
+}
+
+// Student-t with 3 degrees of freedom: heavy tails like real weight matrices.
+Matrix heavy_tailed(int64_t rows, int64_t cols, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::student_t_distribution<float> d(3.0f);
+  Matrix m{"student_t3", rows, cols, std::vector<float>(rows * cols)};
+  for (auto& v : m.w) v = 0.01f * d(rng);
+  return m;
+}
+
+// Tiny safetensors reader for the test data (u64 header length, JSON header, data section):
+// independent of the library's reader so these tests only depend on src/quant.
+std::vector<Matrix> read_safetensors_matrices(const std::string& path, bool conv1d_transpose) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) ADD_FAILURE() << path << ": cannot open";
+  f.seekg(0, std::ios::end);
+  std::vector<char> bytes(f ? static_cast<size_t>(f.tellg()) : 0);
+  f.seekg(0);
+  f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::vector<Matrix> out;
+  uint64_t hlen = 0;
+  if (bytes.size() < 8) return out;
+  std::memcpy(&hlen, bytes.data(), 8);
+  if (hlen > bytes.size() - 8) return out;
+  const auto header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + hlen);
+  const uint64_t data_start = 8 + hlen;
+  for (const auto& [name, t] : header.items()) {
+    if (name == "__metadata__" || t["shape"].size() != 2) continue;
+    const std::string dt = t["dtype"];
+    const int64_t r = t["shape"][0], c = t["shape"][1];
+    const uint64_t b = t["data_offsets"][0], e = t["data_offsets"][1];
+    const uint64_t esize = dt == "F32" ? 4 : 2;
+    if (e < b || data_start + e > bytes.size() || e - b != static_cast<uint64_t>(r * c) * esize) {
+      ADD_FAILURE() << path << ": bad offsets for " << name;
+      continue;
+    }
+    const char* src = bytes.data() + data_start + b;
+    Matrix m{name, r, c, std::vector<float>(r * c)};
+    for (int64_t i = 0; i < r * c; ++i) {
+      if (dt == "F32") {
+        std::memcpy(&m.w[i], src + 4 * i, 4);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        m.w[i] = dt == "BF16" ? lsb::bf16_to_f32(h) : lsb::f16_to_f32(h);
+      }
+    }
+    if (conv1d_transpose) {  // [in, out] -> rows = out features
+      Matrix t2{name, c, r, std::vector<float>(r * c)};
+      for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < c; ++j) t2.w[j * r + i] = m.w[i * c + j];
+      m = std::move(t2);
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// Read once per process: several tests use the same 12 matrices.
+const std::vector<Matrix>& gpt2_matrices() {
+  static const std::vector<Matrix> ms =
+      read_safetensors_matrices(LSB_SHARED("models/gpt2-attn-proj/gpt2_attn_c_proj.safetensors"), true);
+  EXPECT_EQ(ms.size(), 12u);
+  return ms;
+}
+
+// Parameter sets each scheme is tested with (schemes without outliers ignore them).
+std::vector<q::SchemeParams> params_for(DType t) {
+  if (t == DType::LSB1)
+    return {q::SchemeParams{}, {0.02f, 128, false}, {0.05f, 32, true}, {0.0f, 0, false},
+            {0.01f, 64, true}, {0.02f, 0, true}, {0.03f, 100, false}};
+  if (t == DType::PAPER) return {q::SchemeParams{}, {0.0f, 0, false}, {0.05f, 0, false}};
+  return {q::SchemeParams{}};
+}
+
+std::string describe(DType t, const q::SchemeParams& p, const Matrix& m) {
+  return std::string(q::traits(t).name) + " alpha=" + std::to_string(p.outlier_ratio) +
+         " G=" + std::to_string(p.group_size) + " mean=" + std::to_string(p.use_mean) + " on " + m.name + " " +
+         std::to_string(m.rows) + "x" + std::to_string(m.cols);
+}
+
+// Runs fast and reference on one matrix and checks bytes, dequantized bits, and PackedView rows.
+// Returns false on the first mismatch so loops stop instead of flooding the log.
+bool fast_matches_reference(DType t, const q::SchemeParams& p, const Matrix& m) {
+  SCOPED_TRACE(describe(t, p, m));
+  const auto ref = q::quantize_reference(t, m.w.data(), m.rows, m.cols, p);
+  std::vector<float> deq_ref(m.w.size());
+  q::dequantize_reference(t, ref, m.rows, m.cols, p, deq_ref.data());
+  const int saved = omp_get_max_threads();
+  bool ok = true;
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    SCOPED_TRACE("threads=" + std::to_string(threads));
+    const auto fast = q::quantize(t, m.w.data(), m.rows, m.cols, p);
+    if (fast != ref) {
+      ADD_FAILURE() << "quantize differs from quantize_reference (" << fast.size() << " vs " << ref.size() << " bytes)";
+      ok = false;
+      break;
+    }
+    std::vector<float> deq(m.w.size(), -1.0f);
+    q::dequantize(t, fast, m.rows, m.cols, p, deq.data());
+    if (std::memcmp(deq.data(), deq_ref.data(), 4 * deq.size()) != 0) {
+      ADD_FAILURE() << "dequantize differs from dequantize_reference";
+      ok = false;
+      break;
+    }
+  }
+  omp_set_num_threads(saved);
+  if (!ok) return false;
+  if (lsb::dtype_is_dense(t)) {
+    EXPECT_EQ(ref.size(), q::fixed_blob_bytes(t, m.rows, m.cols, p));
+  } else {
+    EXPECT_GE(ref.size(), q::fixed_blob_bytes(t, m.rows, m.cols, p));
+    const auto view = q::PackedView::parse(t, ref, m.rows, m.cols, p, "test");
+    std::vector<float> row(m.cols);
+    for (int64_t r = 0; r < m.rows; ++r) {
+      view.dequantize_row(r, row.data());
+      if (std::memcmp(row.data(), deq_ref.data() + r * m.cols, 4 * m.cols) != 0) {
+        ADD_FAILURE() << "dequantize_row(" << r << ") differs from the full dequantize";
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST(QuantSchemes, TraitsTableIsConsistent) {
+  const auto all = q::all_schemes();
+  ASSERT_EQ(all.size(), 6u);
+  for (const auto& s : all) {
+    EXPECT_EQ(&q::traits(s.dtype), &s);
+    ASSERT_NE(q::find_scheme(s.name), nullptr);
+    EXPECT_EQ(q::find_scheme(s.name)->dtype, s.dtype);
+    std::string upper(s.name);
+    for (auto& c : upper) c = static_cast<char>(std::toupper(c));
+    EXPECT_EQ(q::find_scheme(upper), &s);
+    EXPECT_EQ(s.has_outliers, s.dtype == DType::LSB1 || s.dtype == DType::PAPER);
+  }
+  EXPECT_EQ(q::find_scheme("int4"), nullptr);
+  EXPECT_EQ(q::find_scheme(""), nullptr);
+}
+
+TEST(QuantFastVsReference, RandomAwkwardShapes) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1},   {3, 7},    {5, 63},  {7, 65},
+                                                           {17, 129}, {33, 500}, {64, 1000}};
+  int checked = 0;
+  for (const auto& s : q::all_schemes())
+    for (const auto& p : params_for(s.dtype))
+      for (const auto& [rows, cols] : shapes)
+        for (int dist = 0; dist < 2; ++dist) {
+          const uint64_t seed = rows * 1000003ull + cols * 31ull + dist;
+          const Matrix m = dist == 0 ? gaussian(rows, cols, seed) : heavy_tailed(rows, cols, seed);
+          if (!fast_matches_reference(s.dtype, p, m)) return;
+          ++checked;
+        }
+  EXPECT_GT(checked, 100);
+}
+
+TEST(QuantFastVsReference, Gpt2AttentionProjections) {
+  const auto& ms = gpt2_matrices();
+  for (const auto& m : ms) {
+    ASSERT_EQ(m.rows, 768);
+    ASSERT_EQ(m.cols, 768);
+    for (const auto& s : q::all_schemes()) {
+      const auto ps = params_for(s.dtype);
+      // Defaults plus one non-default set per matrix keeps the run short.
+      for (size_t i : {size_t{0}, size_t{1} + (&m - ms.data()) % (ps.size() > 1 ? ps.size() - 1 : 1)}) {
+        if (i >= ps.size()) continue;
+        if (!fast_matches_reference(s.dtype, ps[i], m)) return;
+      }
+    }
+  }
+}
+
+TEST(QuantDense, RoundTripsMatchConversions) {
+  const Matrix m = heavy_tailed(9, 33, 7);
+  std::vector<float> out(m.w.size());
+  q::dequantize(DType::F32, q::quantize(DType::F32, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
+  EXPECT_EQ(std::memcmp(out.data(), m.w.data(), 4 * out.size()), 0);
+  q::dequantize(DType::F16, q::quantize(DType::F16, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], lsb::f16_to_f32(lsb::f32_to_f16(m.w[i])));
+  q::dequantize(DType::BF16, q::quantize(DType::BF16, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], lsb::bf16_to_f32(lsb::f32_to_bf16(m.w[i])));
+}
+
+TEST(QuantQ8, ErrorWithinHalfStep) {
+  const Matrix m = heavy_tailed(11, 257, 3);
+  const auto blob = q::quantize(DType::Q8, m.w.data(), m.rows, m.cols, {});
+  const auto v = q::PackedView::parse(DType::Q8, blob, m.rows, m.cols, {}, "test");
+  std::vector<float> row(m.cols);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    float amax = 0;
+    for (int64_t c = 0; c < m.cols; ++c) amax = std::max(amax, std::fabs(m.w[r * m.cols + c]));
+    EXPECT_FLOAT_EQ(v.q8_scales[r], amax / 127.0f);
+    v.dequantize_row(r, row.data());
+    for (int64_t c = 0; c < m.cols; ++c) {
+      EXPECT_GE(v.q8[r * m.cols + c], -127);
+      EXPECT_LE(std::fabs(row[c] - m.w[r * m.cols + c]), 0.5f * v.q8_scales[r] * 1.0001f);
+    }
+  }
+}
+
+TEST(QuantLsb1, OutliersAreTopKWithLowerColumnTies) {
+  // Integers with many equal magnitudes exercise the tie rule.
+  Matrix m = gaussian(19, 301, 11);
+  for (auto& v : m.w) v = std::round(v * 150.0f);
+  for (float alpha : {0.02f, 0.05f, 0.3f, 1.0f}) {
+    const q::SchemeParams p{alpha, 64, false};
+    const auto blob = q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p);
+    const auto v = q::PackedView::parse(DType::LSB1, blob, m.rows, m.cols, p, "test");
+    const int64_t k = std::llround(static_cast<double>(alpha) * m.cols);
+    EXPECT_EQ(q::lsb1_outliers_per_row(m.cols, alpha), std::min<int64_t>(k, m.cols));
+    std::vector<float> deq(m.w.size());
+    q::dequantize(DType::LSB1, blob, m.rows, m.cols, p, deq.data());
+    for (int64_t r = 0; r < m.rows; ++r) {
+      const float* row = m.w.data() + r * m.cols;
+      ASSERT_EQ(v.counts[r], std::min<int64_t>(k, m.cols));
+      std::vector<int64_t> order(m.cols);
+      for (int64_t c = 0; c < m.cols; ++c) order[c] = c;
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t a, int64_t b) { return std::fabs(row[a]) > std::fabs(row[b]); });
+      std::vector<int64_t> want(order.begin(), order.begin() + v.counts[r]);
+      std::sort(want.begin(), want.end());
+      // Outlier columns are exactly where dequantize wrote the stored value (compare with a
+      // marker dequantization: decode the gap stream by hand).
+      std::vector<int64_t> got;
+      const uint8_t* g = v.gaps + v.row_gap_start[r];
+      int64_t col = -1;
+      for (uint16_t i = 0; i < v.counts[r]; ++i) {
+        int64_t gap = 0;
+        while (*g == 255) gap += *g++;
+        gap += *g++;
+        col += gap + 1;
+        got.push_back(col);
+        EXPECT_EQ(lsb::f16_to_f32(v.values[v.row_value_start[r] + i]), lsb::f16_to_f32(lsb::f32_to_f16(row[col])));
+        EXPECT_EQ(deq[r * m.cols + col], lsb::f16_to_f32(lsb::f32_to_f16(row[col])));
+      }
+      ASSERT_EQ(got, want) << "row " << r << " alpha " << alpha;
+    }
+  }
+}
+
+TEST(QuantLsb1, StoredScaleIsL2Optimal) {
+  // Squared error of one group after dequantization, with the blob's scale for (r, g) replaced.
+  int groups_checked = 0;
+  for (const bool use_mean : {false, true})
+    for (const int G : {32, 128, 0})
+      for (int dist = 0; dist < 2; ++dist) {
+        const Matrix m = dist == 0 ? gaussian(6, 300, 5 + G) : heavy_tailed(6, 300, 9 + G);
+        const q::SchemeParams p{0.02f, G, use_mean};
+        SCOPED_TRACE(describe(DType::LSB1, p, m));
+        const auto blob = q::quantize_reference(DType::LSB1, m.w.data(), m.rows, m.cols, p);
+        const auto L = q::blob_layout(DType::LSB1, m.rows, m.cols, p);
+        std::vector<float> deq(m.w.size());
+        auto group_err = [&](const std::vector<std::byte>& b, int64_t r, int64_t g) {
+          q::dequantize_reference(DType::LSB1, b, m.rows, m.cols, p, deq.data());
+          double e = 0;
+          for (int64_t c = g * L.group; c < std::min(m.cols, (g + 1) * L.group); ++c) {
+            const double d = static_cast<double>(m.w[r * m.cols + c]) - deq[r * m.cols + c];
+            e += d * d;
+          }
+          return e;
+        };
+        for (int64_t r = 0; r < m.rows; ++r)
+          for (int64_t g = 0; g < L.ngroups; ++g) {
+            const uint64_t off = L.scales + 2 * (r * L.ngroups + g);
+            uint16_t s;
+            std::memcpy(&s, blob.data() + off, 2);
+            const double e0 = group_err(blob, r, g);
+            const float sf = lsb::f16_to_f32(s);
+            std::vector<uint16_t> alts = {static_cast<uint16_t>(s + 1), q::f16_nearest(sf * 1.01),
+                                          q::f16_nearest(sf * 0.99)};
+            if (s > 0) alts.push_back(static_cast<uint16_t>(s - 1));
+            for (uint16_t a : alts) {
+              auto b2 = blob;
+              std::memcpy(b2.data() + off, &a, 2);
+              const double e1 = group_err(b2, r, g);
+              EXPECT_LE(e0, e1 * (1 + 1e-12)) << "row " << r << " group " << g << " scale " << sf << " alt "
+                                              << lsb::f16_to_f32(a);
+            }
+            ++groups_checked;
+          }
+      }
+  EXPECT_GT(groups_checked, 100);
+}
+
+TEST(QuantLsb1, OutliersReduceErrorOnGpt2) {
+  for (const auto& m : gpt2_matrices()) {
+    std::vector<float> d0(m.w.size()), d2(m.w.size());
+    const q::SchemeParams p0{0.0f, 128, false}, p2{0.02f, 128, false};
+    q::dequantize(DType::LSB1, q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p0), m.rows, m.cols, p0, d0.data());
+    q::dequantize(DType::LSB1, q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p2), m.rows, m.cols, p2, d2.data());
+    const auto e0 = q::compare(m.w.data(), d0.data(), m.w.size());
+    const auto e2 = q::compare(m.w.data(), d2.data(), m.w.size());
+    EXPECT_LT(e2.rel_l2, e0.rel_l2) << m.name;
+    EXPECT_GT(e2.rel_l2, 0.0) << m.name;
+  }
+}
+
+TEST(QuantPaper, QuantileOutlierCountAndStatistics) {
+  for (const auto& m : {gaussian(37, 111, 1), heavy_tailed(64, 1000, 2)})
+    for (float alpha : {0.0f, 0.01f, 0.02f, 0.1f}) {
+      const q::SchemeParams p{alpha, 0, false};
+      SCOPED_TRACE(describe(DType::PAPER, p, m));
+      const auto blob = q::quantize(DType::PAPER, m.w.data(), m.rows, m.cols, p);
+      const auto v = q::PackedView::parse(DType::PAPER, blob, m.rows, m.cols, p, "test");
+      const int64_t n = m.rows * m.cols;
+      std::vector<float> mags(n);
+      for (int64_t i = 0; i < n; ++i) mags[i] = std::fabs(m.w[i]);
+      std::sort(mags.begin(), mags.end());
+      const float tau = mags[static_cast<int64_t>(std::floor((1.0 - alpha) * (n - 1)))];
+      EXPECT_EQ(v.tau, tau);
+      int64_t above = 0;
+      double sum = 0, sq = 0;
+      for (float w : m.w)
+        if (std::fabs(w) > tau) ++above;
+        else sum += w;
+      const double mu = sum / static_cast<double>(n - above);
+      for (float w : m.w)
+        if (std::fabs(w) <= tau) sq += (w - mu) * (w - mu);
+      const double sigma = std::sqrt(sq / static_cast<double>(n - above));
+      EXPECT_EQ(static_cast<int64_t>(v.row_value_start[m.rows]), above);
+      // Continuous data (no ties): exactly the top n-1-q magnitudes are outliers.
+      EXPECT_EQ(above, n - 1 - static_cast<int64_t>(std::floor((1.0 - alpha) * (n - 1))));
+      EXPECT_NEAR(v.mu, mu, 1e-6 * sigma);
+      EXPECT_NEAR(v.sigma, sigma, 1e-6 * sigma);
+      std::vector<float> deq(n);
+      q::dequantize(DType::PAPER, blob, m.rows, m.cols, p, deq.data());
+      for (int64_t i = 0; i < n; ++i) {
+        if (std::fabs(m.w[i]) > tau)
+          ASSERT_EQ(deq[i], lsb::f16_to_f32(lsb::f32_to_f16(m.w[i])));
+        else
+          ASSERT_EQ(deq[i], m.w[i] >= v.mu ? v.mu + v.sigma : v.mu - v.sigma);
+      }
+    }
+}
+
+TEST(QuantLsb1, PositionCostAtTwoPercent) {
+  auto position_bpw = [](const Matrix& m) {
+    const q::SchemeParams p{0.02f, 128, false};
+    const auto blob = q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p);
+    const auto v = q::PackedView::parse(DType::LSB1, blob, m.rows, m.cols, p, "test");
+    const double bits = 8.0 * (2.0 * m.rows + static_cast<double>(v.row_gap_start[m.rows]));
+    return bits / static_cast<double>(m.rows * m.cols);
+  };
+  for (int64_t cols : {512, 768, 1536})
+    for (int dist = 0; dist < 2; ++dist) {
+      const Matrix m = dist == 0 ? gaussian(64, cols, cols) : heavy_tailed(64, cols, cols + 1);
+      EXPECT_LE(position_bpw(m), 0.25) << m.name << " cols " << cols;
+    }
+  for (const auto& m : gpt2_matrices()) EXPECT_LE(position_bpw(m), 0.25) << m.name;
+}
+
+namespace {
+std::vector<std::byte> small_blob(DType t, const q::SchemeParams& p, int64_t rows, int64_t cols) {
+  const Matrix m = heavy_tailed(rows, cols, 77);
+  return q::quantize(t, m.w.data(), rows, cols, p);
+}
+}  // namespace
+
+TEST(QuantPackedView, RejectsTruncatedAndExtendedBlobs) {
+  const int64_t rows = 5, cols = 130;
+  for (const auto& s : q::all_schemes())
+    for (const auto& p : params_for(s.dtype)) {
+      SCOPED_TRACE(std::string(s.name));
+      const auto blob = small_blob(s.dtype, p, rows, cols);
+      std::vector<float> out(rows * cols);
+      for (size_t len = 0; len < blob.size(); ++len) {
+        const std::span<const std::byte> cut(blob.data(), len);
+        EXPECT_THROW(q::PackedView::parse(s.dtype, cut, rows, cols, p, "t"), lsb::Error) << "len " << len;
+        EXPECT_THROW(q::dequantize_reference(s.dtype, cut, rows, cols, p, out.data()), lsb::Error) << "len " << len;
+      }
+      auto longer = blob;
+      longer.push_back(std::byte{0});
+      EXPECT_THROW(q::PackedView::parse(s.dtype, longer, rows, cols, p, "t"), lsb::Error);
+      EXPECT_THROW(q::dequantize(s.dtype, longer, rows, cols, p, out.data()), lsb::Error);
+      EXPECT_THROW(q::dequantize_reference(s.dtype, longer, rows, cols, p, out.data()), lsb::Error);
+    }
+}
+
+TEST(QuantPackedView, RejectsCorruptGapStreams) {
+  const int64_t rows = 6, cols = 300;
+  for (DType t : {DType::LSB1, DType::PAPER}) {
+    const q::SchemeParams p{0.05f, 64, false};
+    const auto blob = small_blob(t, p, rows, cols);
+    const auto L = q::blob_layout(t, rows, cols, p);
+    ASSERT_NO_THROW(q::PackedView::parse(t, blob, rows, cols, p, "t"));
+    auto u16_at = [](std::vector<std::byte>& b, uint64_t off) { return reinterpret_cast<uint16_t*>(b.data() + off); };
+    std::vector<std::vector<std::byte>> bad;
+    {  // one more outlier counted than coded
+      auto b = blob;
+      *u16_at(b, L.counts) += 1;
+      bad.push_back(b);
+    }
+    {  // count moved from one row to another: total matches, rows do not
+      auto b = blob;
+      *u16_at(b, L.counts) += 1;
+      *u16_at(b, L.counts + 2) -= 1;
+      bad.push_back(b);
+    }
+    {  // more outliers than columns
+      auto b = blob;
+      *u16_at(b, L.counts) = static_cast<uint16_t>(cols + 1);
+      bad.push_back(b);
+    }
+    {  // a gap that jumps past the last column
+      auto b = blob;
+      b[L.gaps] = std::byte{254};
+      b[L.gaps + 1] = std::byte{254};
+      bad.push_back(b);
+    }
+    {  // a run of 255 continuation bytes through the end of the blob
+      auto b = blob;
+      for (size_t i = L.gaps; i < b.size(); ++i) b[i] = std::byte{255};
+      bad.push_back(b);
+    }
+    {  // an outlier's sign bit cleared
+      auto b = blob;
+      const auto v = q::PackedView::parse(t, blob, rows, cols, p, "t");
+      int64_t c = 0;
+      for (const uint8_t* g = v.gaps; *g == 255; ++g) c += 255;
+      c += v.gaps[c / 255];
+      reinterpret_cast<uint64_t*>(b.data() + L.signs)[c / 64] &= ~(uint64_t{1} << (c % 64));
+      bad.push_back(b);
+    }
+    {  // sign padding bit set
+      auto b = blob;
+      reinterpret_cast<uint64_t*>(b.data() + L.signs)[L.words - 1] |= uint64_t{1} << 63;
+      bad.push_back(b);
+    }
+    for (size_t i = 0; i < bad.size(); ++i)
+      EXPECT_THROW(q::PackedView::parse(t, bad[i], rows, cols, p, "t"), lsb::Error) << q::traits(t).name << " case " << i;
+
+    // Random corruption of the counts/gaps/values region: either a clean lsb::Error or a blob
+    // that parses and dequantizes without touching memory outside it.
+    std::mt19937_64 rng(42);
+    std::vector<float> out(rows * cols);
+    int rejected = 0;
+    for (int trial = 0; trial < 2000; ++trial) {
+      auto b = blob;
+      for (int j = 0; j < 3; ++j) {
+        const size_t at = L.counts + rng() % (b.size() - L.counts);
+        b[at] = static_cast<std::byte>(rng() & 0xff);
+      }
+      try {
+        const auto v = q::PackedView::parse(t, b, rows, cols, p, "t");
+        for (int64_t r = 0; r < rows; ++r) v.dequantize_row(r, out.data() + r * cols);
+      } catch (const lsb::Error&) {
+        ++rejected;
+      }
+    }
+    EXPECT_GT(rejected, 0);
+  }
+}
+
+TEST(QuantParams, InvalidInputsAreErrors) {
+  const Matrix m = gaussian(4, 70, 1);
+  for (float alpha : {-0.01f, 1.5f, std::nanf("")}) {
+    const q::SchemeParams p{alpha, 64, false};
+    EXPECT_THROW(q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p), lsb::Error);
+    EXPECT_THROW(q::quantize_reference(DType::PAPER, m.w.data(), m.rows, m.cols, p), lsb::Error);
+  }
+  EXPECT_THROW(q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, {0.02f, -1, false}), lsb::Error);
+  EXPECT_THROW(q::quantize(DType::LSB1, m.w.data(), 0, 70, {}), lsb::Error);
+  auto bad = m.w;
+  bad[77] = std::numeric_limits<float>::infinity();
+  for (DType t : {DType::Q8, DType::LSB1, DType::PAPER}) {
+    EXPECT_THROW(q::quantize(t, bad.data(), m.rows, m.cols, {}), lsb::Error);
+    EXPECT_THROW(q::quantize_reference(t, bad.data(), m.rows, m.cols, {}), lsb::Error);
+  }
+  try {
+    q::quantize(DType::LSB1, bad.data(), m.rows, m.cols, {});
+  } catch (const lsb::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row 1 column 7"), std::string::npos) << e.what();
+  }
+}
+
+TEST(QuantMetrics, HandComputedCases) {
+  const float w[4] = {1, 2, 3, 4};
+  const float a[4] = {1, 2, 3, 5};  // one error of 1
+  auto m = q::compare(w, a, 4);
+  EXPECT_DOUBLE_EQ(m.mae, 0.25);
+  EXPECT_DOUBLE_EQ(m.mse, 0.25);
+  EXPECT_DOUBLE_EQ(m.max_abs_err, 1.0);
+  EXPECT_DOUBLE_EQ(m.rel_l2, 1.0 / std::sqrt(30.0));  // ||w||^2 = 1 + 4 + 9 + 16
+  EXPECT_DOUBLE_EQ(m.snr_db, 10.0 * std::log10(30.0));
+  EXPECT_DOUBLE_EQ(m.cosine, 34.0 / std::sqrt(30.0 * 39.0));  // <w,a> = 1+4+9+20, ||a||^2 = 39
+
+  const float neg[4] = {-1, -2, -3, -4};
+  m = q::compare(w, neg, 4);
+  EXPECT_DOUBLE_EQ(m.rel_l2, 2.0);
+  EXPECT_DOUBLE_EQ(m.cosine, -1.0);
+  EXPECT_DOUBLE_EQ(m.mae, 5.0);  // (2 + 4 + 6 + 8) / 4
+  EXPECT_DOUBLE_EQ(m.snr_db, 10.0 * std::log10(0.25));
+
+  m = q::compare(w, w, 4);
+  EXPECT_EQ(m.rel_l2, 0.0);
+  EXPECT_EQ(m.cosine, 1.0);
+  EXPECT_TRUE(std::isinf(m.snr_db) && m.snr_db > 0);
+
+  const float z[2] = {0, 0}, h[2] = {0.5f, -0.5f};
+  m = q::compare(z, h, 2);
+  EXPECT_TRUE(std::isinf(m.rel_l2));
+  EXPECT_EQ(m.cosine, 0.0);
+  EXPECT_DOUBLE_EQ(m.mae, 0.5);
+  m = q::compare(z, z, 2);
+  EXPECT_EQ(m.rel_l2, 0.0);
+  EXPECT_EQ(m.cosine, 1.0);
+}
+
+TEST(QuantOutlierCoding, GapCodeRoundTripsLongGaps) {
+  const std::vector<uint32_t> cols = {0, 1, 254, 255, 510, 1020, 70000, 70001};
+  std::vector<uint8_t> code;
+  q::append_gap_code(cols, code);
+  EXPECT_EQ(code.size(), q::gap_code_bytes(cols));
+  std::vector<uint32_t> back(cols.size());
+  const uint64_t end = q::decode_gap_code(code.data(), 0, code.size(), cols.size(), 70002, back.data(), "t", 0);
+  EXPECT_EQ(end, code.size());
+  EXPECT_EQ(back, cols);
+  EXPECT_THROW(q::decode_gap_code(code.data(), 0, code.size(), cols.size(), 70001, back.data(), "t", 0), lsb::Error);
+  EXPECT_THROW(q::decode_gap_code(code.data(), 0, code.size() - 1, cols.size(), 70002, back.data(), "t", 0),
+               lsb::Error);
+  // f16_nearest: exact fp16 values stay, midpoints go to even, saturation instead of inf.
+  EXPECT_EQ(q::f16_nearest(1.0), 0x3c00);
+  EXPECT_EQ(q::f16_nearest(1.0 + 1.0 / 2048), 0x3c00);      // halfway 1 and 1+2^-10: even
+  EXPECT_EQ(q::f16_nearest(1.0 + 3.0 / 2048), 0x3c02);      // halfway 1+2^-10 and 1+2^-9: even
+  EXPECT_EQ(q::f16_nearest(1.0 + 1.0 / 2048 + 1e-12), 0x3c01);
+  EXPECT_EQ(q::f16_nearest(1e9), 0x7bff);
+  EXPECT_EQ(q::f16_nearest(-1e9), 0xfbff);
+}
