@@ -7,5 +7,6 @@ namespace lsb::cli {
 
 void add_run(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_bench(CLI::App& app);
 
 }  // namespace lsb::cli

@@ -2,9 +2,11 @@
 
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/dense.h"
 #include "lsb/error.h"
+#include "quant/scheme.h"
 
 namespace lsb {
 namespace {
@@ -16,6 +18,10 @@ class DenseLinear final : public Linear {
  public:
   DenseLinear(const TensorInfo& info, std::span<const std::byte> data)
       : Linear(info.name, info.rows(), info.cols()), dtype_(info.dtype), w_(data.data()) {}
+  // Owns float weights (a quantized tensor expanded at load time).
+  DenseLinear(const TensorInfo& info, std::vector<float> owned)
+      : Linear(info.name, info.rows(), info.cols()), dtype_(DType::F32), owned_(std::move(owned)),
+        w_(reinterpret_cast<const std::byte*>(owned_.data())) {}
 
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
@@ -43,6 +49,7 @@ class DenseLinear final : public Linear {
  private:
   static constexpr int64_t kBatchThreshold = 4;
   DType dtype_;
+  std::vector<float> owned_;
   const std::byte* w_;
 };
 
@@ -57,7 +64,13 @@ std::unique_ptr<Linear> make_linear(const TensorInfo& info, std::span<const std:
       fail(where, "tensor '{}' has {} bytes, expected {}", info.name, data.size(), need);
     return std::make_unique<DenseLinear>(info, data);
   }
-  fail(where, "tensor '{}': no kernel for dtype {}", info.name, dtype_name(info.dtype));
+  // Quantized tensor: expanded to float at load (the packed kernels replace this path).
+  const quant::SchemeParams p{info.outlier_ratio, info.group_size, info.use_mean};
+  // Parsing validates every section of the blob before anything is expanded.
+  (void)quant::PackedView::parse(info.dtype, data, info.rows(), info.cols(), p, where + ": tensor '" + info.name + "'");
+  std::vector<float> w(static_cast<size_t>(info.numel()));
+  quant::dequantize(info.dtype, data, info.rows(), info.cols(), p, w.data());
+  return std::make_unique<DenseLinear>(info, std::move(w));
 }
 
 }  // namespace lsb

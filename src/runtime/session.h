@@ -16,7 +16,7 @@ struct Session {
 };
 
 // tokenizer_path empty: use the tokenizer that comes with the model (tokenizer.model in a Hugging
-// Face folder, the one embedded in a .lsb file); error if there is none.
-Session open_session(const std::string& model_path, const std::string& tokenizer_path);
+// Face folder, the one embedded in a .lsb file); error if there is none and need_tokenizer.
+Session open_session(const std::string& model_path, const std::string& tokenizer_path, bool need_tokenizer = true);
 
 }  // namespace lsb
