@@ -7,6 +7,9 @@ namespace lsb::cli {
 
 void add_run(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_compress(CLI::App& app);
+void add_inspect(CLI::App& app);
+void add_synth(CLI::App& app);
 void add_bench(CLI::App& app);
 
 }  // namespace lsb::cli

@@ -12,6 +12,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "lsb 0.1.0");
   lsb::cli::add_run(app);
   lsb::cli::add_eval(app);
+  lsb::cli::add_compress(app);
+  lsb::cli::add_inspect(app);
+  lsb::cli::add_synth(app);
   lsb::cli::add_bench(app);
   try {
     app.parse(argc, argv);

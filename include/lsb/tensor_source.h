@@ -33,8 +33,9 @@ struct TensorInfo {
   float outlier_ratio = 0.0f;
   bool use_mean = false;
   int64_t numel() const;
-  int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
-  int64_t cols() const { return shape.size() < 2 ? (shape.empty() ? 1 : shape[0]) : shape.back(); }
+  // As a matrix: (rows, cols) = (shape[0], product of the rest); a vector is one row.
+  int64_t rows() const { return shape.size() < 2 ? 1 : shape[0]; }
+  int64_t cols() const { return shape.empty() ? 1 : (shape.size() < 2 ? shape[0] : numel() / shape[0]); }
 };
 
 // Which tokenizer a source carries, as raw bytes, so it can be embedded in a .lsb file.

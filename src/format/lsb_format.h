@@ -16,6 +16,7 @@ static_assert(std::endian::native == std::endian::little || std::endian::native 
               "mixed-endian hosts are not supported");
 
 inline constexpr std::string_view kMagic = "LSBMODEL";
+inline constexpr std::string_view kLsbVersion = "0.1.0";  // recorded in the metadata
 inline constexpr uint16_t kVersionMajor = 1;
 inline constexpr uint16_t kVersionMinor = 0;
 inline constexpr uint64_t kTensorAlign = 64;

@@ -17,8 +17,9 @@ LsbWriter::LsbWriter(std::string target_path) : target_(std::move(target_path)) 
   temp_path_ = target_ + ".tmp." + std::to_string(::getpid());
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) fail(temp_path_, "cannot create: {}", std::strerror(errno));
-  // The header is written last; the data section starts on the first page boundary after it.
-  pad_to(kPageAlign);
+  // The header is written last (at offset 0); the data section starts on the first page after it.
+  static const char zeros[kPageAlign] = {};
+  write_at_end(zeros, sizeof zeros);
 }
 
 LsbWriter::~LsbWriter() { abort(); }

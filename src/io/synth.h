@@ -61,7 +61,7 @@ SynthResult synth_model(const std::string& dir, const SynthShape& shape, const S
 SynthResult synth_model(const std::string& dir, const std::string& shape_name, const SynthOptions& options);
 
 // transformers-style config.json for a shape (plus "lsb_synthetic": true and the seed).
-nlohmann::json synth_hf_config(const SynthShape& shape, DType dtype, uint64_t seed);
+nlohmann::ordered_json synth_hf_config(const SynthShape& shape, DType dtype, uint64_t seed);
 
 // Values of rows [row_begin, row_end) of the named tensor, as float32 before rounding to the
 // stored dtype; `out` holds (row_end - row_begin) * cols floats. Depends only on (seed, name,

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "format/lsb_reader.h"
 #include "io/hf_folder.h"
 #include "io/llama2c.h"
 #include "lsb/error.h"
@@ -47,12 +48,12 @@ std::unique_ptr<TensorSource> open_model(const std::string& path) {
       if (!f) fail(path, "cannot open: {}", std::strerror(errno));
       f.read(magic.data(), magic.size());  // a shorter file leaves zeros, which match no magic
     }
-    if (std::memcmp(magic.data(), "LSBMODEL", 8) == 0) {
-      // TODO(lead): return open_lsb(path) from src/format/lsb_reader.h once it exists.
-      fail(path, ".lsb files are not supported yet");
-    }
-    if (std::memcmp(magic.data(), "GGUF", 4) == 0) fail(path, "GGUF input is not supported yet");
-    if (fs::path(path).extension() == ".bin") {
+    // A .lsb name with the wrong magic goes to the .lsb reader too, which says "not an .lsb file".
+    if (std::memcmp(magic.data(), "LSBMODEL", 8) == 0 || fs::path(path).extension() == ".lsb") {
+      src = format::open_lsb(path);
+    } else if (std::memcmp(magic.data(), "GGUF", 4) == 0) {
+      fail(path, "GGUF input is not supported yet");
+    } else if (fs::path(path).extension() == ".bin") {
       src = std::make_unique<Llama2cSource>(path);
     } else {
       fail(path, "unrecognised model file (expected a Hugging Face folder, a llama2.c .bin or a .lsb file)");

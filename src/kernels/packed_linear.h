@@ -63,7 +63,7 @@ void group_sums(const float* x, int64_t n, int64_t cols, int64_t group, int64_t 
 // 4 rows x 4 tokens so that each decoded sign mask serves four tokens.
 void sign_gemm(const SignMatrixView& w, const float* x, int64_t n, const float* gsum, int64_t r0, int64_t r1,
                float* y, int64_t ldy, SignKernel variant = SignKernel::kMaskedAdd);
-// Bytes of scratch the kLut variant needs for n tokens (tables are built by the caller with
+// Floats of table the kLut variant needs for n tokens (tables are built by the caller with
 // build_sign_luts, once per forward(), and shared across threads).
 size_t sign_lut_floats(int64_t cols, int64_t n);
 void build_sign_luts(const float* x, int64_t n, int64_t cols, float* luts);
@@ -81,6 +81,8 @@ class SignLinear final : public Linear {
   // Parses and validates the blob (lsb::Error prefixed with `where` on any inconsistency).
   // `blob` must outlive the object and be 8-byte aligned.
   SignLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where);
+  SignLinear(const SignLinear&) = delete;  // the view points into this object's arrays
+  SignLinear& operator=(const SignLinear&) = delete;
   void forward(const float* x, int64_t n, float* y) const override;
   void forward_with(const float* x, int64_t n, float* y, SignKernel variant) const;
   void row(int64_t r, float* out) const override;

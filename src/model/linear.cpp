@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/dense.h"
+#include "kernels/packed_linear.h"
 #include "lsb/error.h"
 #include "quant/scheme.h"
 
@@ -64,13 +65,9 @@ std::unique_ptr<Linear> make_linear(const TensorInfo& info, std::span<const std:
       fail(where, "tensor '{}' has {} bytes, expected {}", info.name, data.size(), need);
     return std::make_unique<DenseLinear>(info, data);
   }
-  // Quantized tensor: expanded to float at load (the packed kernels replace this path).
-  const quant::SchemeParams p{info.outlier_ratio, info.group_size, info.use_mean};
-  // Parsing validates every section of the blob before anything is expanded.
-  (void)quant::PackedView::parse(info.dtype, data, info.rows(), info.cols(), p, where + ": tensor '" + info.name + "'");
-  std::vector<float> w(static_cast<size_t>(info.numel()));
-  quant::dequantize(info.dtype, data, info.rows(), info.cols(), p, w.data());
-  return std::make_unique<DenseLinear>(info, std::move(w));
+  // Quantized tensor: multiplied in its packed form (the constructors validate the blob).
+  if (info.dtype == DType::Q8) return std::make_unique<kernels::Q8Linear>(info, data, where);
+  return std::make_unique<kernels::SignLinear>(info, data, where);
 }
 
 }  // namespace lsb

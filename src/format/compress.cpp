@@ -1,0 +1,334 @@
+#include "format/compress.h"
+
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "format/lsb_writer.h"
+#include "format/recipe.h"
+#include "io/fp16.h"
+#include "lsb/error.h"
+#include "model/model_tensors.h"
+#include "model/tokenizer.h"
+#include "runtime/progress.h"
+
+namespace lsb::format {
+
+void MetricsAccumulator::add(const float* ref, const float* q, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const double w = ref[i], v = q[i], d = w - v;
+    abs_sum_ += std::fabs(d);
+    err2_ += d * d;
+    ref2_ += w * w;
+    q2_ += v * v;
+    dot_ += w * v;
+    max_err_ = std::fmax(max_err_, std::fabs(d));
+  }
+  n_ += n;
+}
+
+quant::TensorMetrics MetricsAccumulator::result() const {
+  // Same formulas as quant::compare().
+  quant::TensorMetrics m;
+  m.n = n_;
+  const double inf = std::numeric_limits<double>::infinity();
+  if (n_ > 0) {
+    m.mae = abs_sum_ / static_cast<double>(n_);
+    m.mse = err2_ / static_cast<double>(n_);
+  }
+  m.max_abs_err = max_err_;
+  m.rel_l2 = ref2_ > 0 ? std::sqrt(err2_ / ref2_) : (err2_ > 0 ? inf : 0.0);
+  m.snr_db = err2_ > 0 ? (ref2_ > 0 ? 10.0 * std::log10(ref2_ / err2_) : -inf) : inf;
+  if (ref2_ > 0 && q2_ > 0)
+    m.cosine = dot_ / (std::sqrt(ref2_) * std::sqrt(q2_));
+  else
+    m.cosine = (ref2_ == 0 && q2_ == 0) ? 1.0 : 0.0;
+  return m;
+}
+
+uint64_t peak_rss_bytes() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports kilobytes
+}
+
+namespace {
+
+int layer_of(std::string_view name) {
+  constexpr std::string_view prefix = "model.layers.";
+  if (name.substr(0, prefix.size()) != prefix) return -1;
+  size_t i = prefix.size();
+  int layer = 0;
+  bool digits = false;
+  while (i < name.size() && name[i] >= '0' && name[i] <= '9' && layer < 100000000) {
+    layer = layer * 10 + (name[i] - '0');
+    digits = true;
+    ++i;
+  }
+  return digits && i < name.size() && name[i] == '.' ? layer : -1;
+}
+
+// Source tensor -> float, whatever its stored type.
+std::vector<float> to_float(const TensorInfo& t, std::span<const std::byte> d, const std::string& where) {
+  const auto n = static_cast<size_t>(t.numel());
+  std::vector<float> w(n);
+  switch (t.dtype) {
+    case DType::F32: std::memcpy(w.data(), d.data(), n * 4); break;
+    case DType::F16:
+    case DType::BF16:
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, d.data() + 2 * i, 2);
+        w[i] = t.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+      }
+      break;
+    default: {
+      const quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
+      quant::dequantize(t.dtype, d, t.rows(), t.cols(), p, w.data());
+    }
+  }
+  (void)where;
+  return w;
+}
+
+// Returns the source's pages to the kernel once a tensor is done: the map is read-only, so they
+// are simply dropped, and they do not count toward this process's peak RSS.
+void release_pages(std::span<const std::byte> d) {
+  if (d.empty()) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(d.data()) / page * page;
+  const auto end = reinterpret_cast<uintptr_t>(d.data() + d.size());
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// Compares the stored blob with the float weights a block of rows at a time.
+quant::TensorMetrics measure(DType dt, std::span<const std::byte> blob, const float* w, int64_t rows, int64_t cols,
+                             const quant::SchemeParams& p, const std::string& where, uint64_t* outliers) {
+  MetricsAccumulator acc;
+  *outliers = 0;
+  if (dt == DType::F32) {
+    acc.add(w, reinterpret_cast<const float*>(blob.data()), static_cast<size_t>(rows * cols));
+    return acc.result();
+  }
+  std::optional<quant::PackedView> view;
+  if (!dtype_is_dense(dt)) {
+    view.emplace(quant::PackedView::parse(dt, blob, rows, cols, p, where));
+    if (dt == DType::LSB1 || dt == DType::PAPER) *outliers = view->row_value_start.back();
+  }
+  const int64_t block = std::max<int64_t>(1, (int64_t(1) << 20) / cols);  // ~4 MB of floats
+  std::vector<float> buf(static_cast<size_t>(std::min(rows, block) * cols));
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t r1 = std::min(rows, r0 + block);
+    if (view) {
+#pragma omp parallel for schedule(static)
+      for (int64_t r = r0; r < r1; ++r) view->dequantize_row(r, buf.data() + (r - r0) * cols);
+    } else {
+      const size_t n = static_cast<size_t>((r1 - r0) * cols);
+      const std::byte* src = blob.data() + static_cast<size_t>(r0 * cols) * 2;
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        buf[i] = dt == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+      }
+    }
+    acc.add(w + r0 * cols, buf.data(), static_cast<size_t>((r1 - r0) * cols));
+  }
+  return acc.result();
+}
+
+std::string hex64(uint64_t v) { return fmt::format("{:016x}", v); }
+
+}  // namespace
+
+nlohmann::json tensor_report_json(const TensorReport& t) {
+  auto finite_or_null = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  return {{"name", t.name},
+          {"shape", t.shape},
+          {"scheme", t.scheme},
+          {"bytes", t.bytes},
+          {"bpw", t.bpw},
+          {"outliers", t.outliers},
+          {"mae", t.metrics.mae},
+          {"mse", t.metrics.mse},
+          {"rel_l2", finite_or_null(t.metrics.rel_l2)},
+          {"snr_db", finite_or_null(t.metrics.snr_db)},
+          {"cosine", t.metrics.cosine},
+          {"max_abs_err", t.metrics.max_abs_err}};
+}
+
+nlohmann::json report_json(const CompressReport& r) {
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const TensorReport& t : r.tensors) tensors.push_back(tensor_report_json(t));
+  return {{"source", r.source},
+          {"output", r.output},
+          {"params", r.params},
+          {"input_bytes", r.input_bytes},
+          {"output_bytes", r.output_bytes},
+          {"bpw", r.bpw},
+          {"ratio_vs_bf16", r.ratio_vs_bf16},
+          {"peak_rss_bytes", r.peak_rss_bytes},
+          {"largest_tensor_f32_bytes", r.largest_tensor_f32_bytes},
+          {"seconds", r.seconds},
+          {"source_xxh3", r.source_xxh3},
+          {"tensors", std::move(tensors)}};
+}
+
+std::string tensor_table(const std::vector<TensorReport>& tensors) {
+  size_t wname = 4;
+  for (const TensorReport& t : tensors) wname = std::max(wname, t.name.size());
+  std::string s = fmt::format("{:<{}}  {:>12}  {:>6}  {:>10}  {:>7}  {:>8}  {:>10}  {:>8}  {:>7}  {:>8}\n", "name",
+                              wname, "shape", "scheme", "bytes", "bpw", "outliers", "mae", "rel_l2", "snr_db", "cosine");
+  for (const TensorReport& t : tensors) {
+    const std::string shape = fmt::format("{}", fmt::join(t.shape, "x"));
+    const std::string snr = std::isfinite(t.metrics.snr_db) ? fmt::format("{:.2f}", t.metrics.snr_db) : "inf";
+    s += fmt::format("{:<{}}  {:>12}  {:>6}  {:>10}  {:>7.4f}  {:>8}  {:>10.3e}  {:>8.5f}  {:>7}  {:>8.6f}\n", t.name,
+                     wname, shape, t.scheme, t.bytes, t.bpw, t.outliers, t.metrics.mae, t.metrics.rel_l2, snr,
+                     t.metrics.cosine);
+  }
+  return s;
+}
+
+CompressReport compress_model(const std::string& src_path, const std::string& out_path, const CompressOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // Everything that can be checked is checked before the output file is created.
+  const Recipe recipe = make_recipe(opt.scheme, opt.keep);
+  (void)quant::blob_layout(DType::LSB1, 1, 1, opt.params, "compress options");
+  std::unique_ptr<TensorSource> src = open_model(src_path);
+  const ModelConfig& cfg = src->config();
+  check_rules_match(recipe, src->tensors(), src_path);
+  const TokenizerBlob tok = opt.tokenizer_path.empty() ? src->tokenizer() : read_tokenizer_file(opt.tokenizer_path);
+  if (tok.kind != TokenizerBlob::Kind::None) (void)load_tokenizer(tok);  // refuse to embed a broken tokenizer
+
+  // Directory order: embedding, layers in order, final norm, head (then anything else).
+  std::vector<const TensorInfo*> order;
+  std::set<std::string, std::less<>> placed;
+  for (const ExpectedTensor& e : expected_tensors(cfg))
+    if (const TensorInfo* t = src->find(e.name)) {
+      order.push_back(t);
+      placed.insert(t->name);
+    }
+  for (const TensorInfo& t : src->tensors())
+    if (!placed.count(t.name)) order.push_back(&t);
+
+  CompressReport rep;
+  rep.source = src_path;
+  rep.output = out_path;
+  for (const TensorInfo* t : order) {
+    rep.input_bytes += t->nbytes;
+    rep.params += static_cast<uint64_t>(t->numel());
+    rep.largest_tensor_f32_bytes = std::max<uint64_t>(rep.largest_tensor_f32_bytes, uint64_t(t->numel()) * 4);
+  }
+
+  LsbWriter writer(out_path);
+  struct TempGuard {
+    const CompressOptions& o;
+    ~TempGuard() {
+      if (o.on_temp_file) o.on_temp_file("");
+    }
+  } guard{opt};
+  if (opt.on_temp_file) opt.on_temp_file(writer.temp_path());
+  writer.set_tokenizer(tok);
+
+  XXH3_state_t* hs = XXH3_createState();
+  if (!hs) fail(src_path, "out of memory");
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hash_state(hs, XXH3_freeState);
+  XXH3_64bits_reset(hs);
+
+  ProgressBar bar("compress", static_cast<long long>(order.size()), opt.progress);
+  uint64_t done_bytes = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const TensorInfo& in = *order[i];
+    const std::span<const std::byte> sd = src->data(in);
+    XXH3_64bits_update(hs, sd.data(), sd.size());
+    std::vector<float> w = to_float(in, sd, src_path);
+    release_pages(sd);
+
+    TensorInfo out;
+    out.name = in.name;
+    out.shape = in.shape;
+    out.dtype = choose_dtype(recipe, in);
+    const bool quantized = !dtype_is_dense(out.dtype);
+    if (quantized) {
+      out.group_size = opt.params.group_size;
+      out.outlier_ratio = opt.params.outlier_ratio;
+      out.use_mean = opt.params.use_mean;
+    }
+    const quant::SchemeParams p{out.outlier_ratio, out.group_size, out.use_mean};
+    const int64_t rows = in.shape.size() == 2 ? in.shape[0] : 1;
+    const int64_t cols = static_cast<int64_t>(w.size()) / std::max<int64_t>(rows, 1);
+    std::vector<std::byte> owned;
+    std::span<const std::byte> blob;
+    if (out.dtype == DType::F32) {
+      blob = {reinterpret_cast<const std::byte*>(w.data()), w.size() * 4};  // no copy for passthrough
+    } else {
+      owned = quant::quantize(out.dtype, w.data(), rows, cols, p);
+      blob = owned;
+    }
+    out.nbytes = blob.size();
+
+    TensorReport tr;
+    tr.name = in.name;
+    tr.shape = in.shape;
+    tr.scheme = std::string(quant::traits(out.dtype).name);
+    tr.bytes = blob.size();
+    tr.bpw = static_cast<double>(blob.size()) * 8.0 / static_cast<double>(w.size());
+    tr.metrics = measure(out.dtype, blob, w.data(), rows, cols, p, src_path + ": tensor '" + in.name + "'", &tr.outliers);
+    writer.add_tensor(out, layer_of(in.name), blob);
+    rep.tensors.push_back(std::move(tr));
+
+    done_bytes += in.nbytes;
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    bar.update(static_cast<long long>(i + 1), fmt::format("{:.0f} MB/s", el > 0 ? done_bytes / el / 1e6 : 0.0));
+  }
+  bar.finish();
+  rep.source_xxh3 = hex64(XXH3_64bits_digest(hs));
+
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const TensorReport& t : rep.tensors) tensors.push_back(tensor_report_json(t));
+  nlohmann::json keep = nlohmann::json::array(), rules = nlohmann::json::array();
+  for (const std::string& k : opt.keep) keep.push_back(k);
+  for (const KeepRule& k : recipe.rules) rules.push_back(k.spec);
+  std::error_code ec;
+  nlohmann::json meta = {
+      {"format", "lsb"},
+      {"lsb_version", std::string(kLsbVersion)},
+      {"config", config_to_json(cfg)},
+      {"provenance",
+       {{"source", src_path},
+        {"source_format", std::filesystem::is_directory(src_path, ec) ? "hf-folder" : "llama2c"},
+        {"source_tensor_bytes", rep.input_bytes},
+        {"source_params", rep.params},
+        {"source_xxh3", rep.source_xxh3},
+        {"tokenizer", opt.tokenizer_path.empty() ? tok.origin : opt.tokenizer_path}}},
+      {"options",
+       {{"scheme", opt.scheme},
+        {"outlier_ratio", opt.params.outlier_ratio},
+        {"group_size", opt.params.group_size},
+        {"use_mean", opt.params.use_mean},
+        {"keep", std::move(keep)},
+        {"rules", std::move(rules)},
+        {"base_scheme", std::string(quant::traits(recipe.base).name)}}},
+      {"tensors", std::move(tensors)}};
+  rep.output_bytes = writer.finish(std::move(meta));
+
+  rep.bpw = rep.params ? static_cast<double>(rep.output_bytes) * 8.0 / static_cast<double>(rep.params) : 0.0;
+  rep.ratio_vs_bf16 = rep.output_bytes ? static_cast<double>(rep.params) * 2.0 / static_cast<double>(rep.output_bytes) : 0.0;
+  rep.peak_rss_bytes = peak_rss_bytes();
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
+}  // namespace lsb::format

@@ -1,0 +1,188 @@
+#include "kernels/packed_linear.h"
+
+#include <algorithm>
+#include <bit>
+
+#include "io/fp16.h"
+#include "lsb/error.h"
+
+namespace lsb::kernels {
+namespace {
+
+constexpr int64_t kRowBlock = 64;    // rows per work item (a multiple of the 4-row tiles)
+constexpr int64_t kTokenBlock = 64;  // tokens per pass over a row block: x block stays in L2
+
+quant::SchemeParams params_of(const TensorInfo& info) {
+  return quant::SchemeParams{info.outlier_ratio, info.group_size, info.use_mean};
+}
+
+std::string tensor_where(const std::string& where, const TensorInfo& info) {
+  return where + ": tensor '" + info.name + "'";
+}
+
+// Splits rows across the OpenMP team and tokens into L2-sized blocks; `fn(x, nt, y, r0, r1)`
+// computes y[t * rows + r] for its tokens and rows.
+template <class Fn>
+void for_blocks(int64_t rows, int64_t cols, const float* x, int64_t n, float* y, Fn&& fn) {
+  const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
+  if (n == 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nblocks; ++b) fn(int64_t{0}, int64_t{1}, b * kRowBlock, std::min(rows, (b + 1) * kRowBlock));
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t b = 0; b < nblocks; ++b)
+    for (int64_t t = 0; t < n; t += kTokenBlock)
+      fn(t, std::min(kTokenBlock, n - t), b * kRowBlock, std::min(rows, (b + 1) * kRowBlock));
+}
+
+}  // namespace
+
+void group_sums(const float* x, int64_t n, int64_t cols, int64_t group, int64_t ngroups, float* gsum) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t g = 0; g < ngroups; ++g) {
+      const int64_t a = g * group, b = std::min(cols, a + group);
+      double s = 0;
+      for (int64_t c = a; c < b; ++c) s += x[t * cols + c];
+      gsum[t * ngroups + g] = static_cast<float>(s);
+    }
+}
+
+size_t sign_lut_floats(int64_t cols, int64_t n) { return static_cast<size_t>(n * ((cols + 3) / 4) * 16); }
+
+void build_sign_luts(const float* x, int64_t n, int64_t cols, float* luts) {
+  const int64_t nk = (cols + 3) / 4;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t k = 0; k < nk; ++k) {
+      float xv[4];
+      for (int i = 0; i < 4; ++i) xv[i] = 4 * k + i < cols ? x[t * cols + 4 * k + i] : 0.0f;
+      float* e = luts + (t * nk + k) * 16;
+      e[0] = 0.0f;
+      // Entry for bit pattern `nib` = entry without its lowest set bit + that bit's activation.
+      for (unsigned nib = 1; nib < 16; ++nib) e[nib] = e[nib & (nib - 1)] + xv[std::countr_zero(nib)];
+    }
+}
+
+// ---------------------------------------------------------------- SignLinear
+SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where)
+    : Linear(info.name, info.rows(), info.cols()), blob_bytes_(blob.size()) {
+  if (info.dtype != DType::LSB1 && info.dtype != DType::PAPER)
+    fail(where, "tensor '{}': {} is not a sign-bit scheme", info.name, dtype_name(info.dtype));
+  pv_ = quant::PackedView::parse(info.dtype, blob, rows(), cols(), params_of(info), tensor_where(where, info));
+  const int64_t R = rows(), C = cols();
+  m_.rows = R;
+  m_.cols = C;
+  m_.words = pv_.words;
+  m_.signs = pv_.signs;
+  if (info.dtype == DType::PAPER) {
+    m_.group = C;
+    m_.ngroups = 1;
+    m_.scale = pv_.sigma;
+    m_.mean = pv_.mu;
+  } else {
+    m_.group = pv_.params.group_size == 0 ? C : std::min<int64_t>(pv_.params.group_size, C);
+    m_.ngroups = pv_.ngroups;
+    m_.scales = pv_.scales;
+    m_.means = pv_.means;
+  }
+  // Outliers: decode the gap stream once into columns and corrections v - (m + s), the
+  // difference between the exact value and what the sign part counts for it (bit 1: m + s).
+  const uint64_t total = pv_.row_value_start[R];
+  const bool narrow = C <= 65536;
+  if (narrow) col16_.resize(total);
+  else col32_.resize(total);
+  corr_.resize(total);
+  for (int64_t r = 0; r < R; ++r) {
+    const uint8_t* gp = pv_.gaps + pv_.row_gap_start[r];
+    int64_t col = -1;
+    for (uint64_t k = pv_.row_value_start[r]; k < pv_.row_value_start[r + 1]; ++k) {
+      int64_t gap = 0;
+      uint8_t b;
+      do {
+        b = *gp++;
+        gap += b;
+      } while (b == 255);
+      col += gap + 1;
+      float hi;
+      if (info.dtype == DType::PAPER) {
+        hi = pv_.mu + pv_.sigma;
+      } else {
+        const int64_t g = col / m_.group;
+        const float s = f16_to_f32(pv_.scales[r * m_.ngroups + g]);
+        const float m = pv_.means ? f16_to_f32(pv_.means[r * m_.ngroups + g]) : 0.0f;
+        hi = m + s;
+      }
+      if (narrow) col16_[k] = static_cast<uint16_t>(col);
+      else col32_[k] = static_cast<uint32_t>(col);
+      corr_[k] = f16_to_f32(pv_.values[k]) - hi;
+    }
+  }
+  m_.out_start = pv_.row_value_start.data();
+  m_.out_col16 = narrow ? col16_.data() : nullptr;
+  m_.out_col32 = narrow ? nullptr : col32_.data();
+  m_.out_corr = corr_.data();
+}
+
+void SignLinear::forward(const float* x, int64_t n, float* y) const { forward_with(x, n, y, SignKernel::kMaskedAdd); }
+
+void SignLinear::forward_with(const float* x, int64_t n, float* y, SignKernel variant) const {
+  const int64_t R = rows(), C = cols();
+  std::vector<float> gsum(static_cast<size_t>(n * m_.ngroups));
+  group_sums(x, n, C, m_.group, m_.ngroups, gsum.data());
+  if (variant == SignKernel::kLut) {
+    std::vector<float> luts(sign_lut_floats(C, n));
+    build_sign_luts(x, n, C, luts.data());
+    const int64_t lut_stride = static_cast<int64_t>(sign_lut_floats(C, 1));
+    for_blocks(R, C, x, n, y, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
+      sign_gemm_lut(m_, luts.data() + t * lut_stride, nt, x + t * C, gsum.data() + t * m_.ngroups, r0, r1,
+                    y + t * R, R);
+    });
+    return;
+  }
+  for_blocks(R, C, x, n, y, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
+    sign_gemm(m_, x + t * C, nt, gsum.data() + t * m_.ngroups, r0, r1, y + t * R, R, variant);
+  });
+}
+
+void SignLinear::row(int64_t r, float* out) const { pv_.dequantize_row(r, out); }
+
+uint64_t SignLinear::weight_bytes() const {
+  const uint64_t R = static_cast<uint64_t>(rows());
+  uint64_t bytes = R * static_cast<uint64_t>(m_.words) * 8;
+  if (m_.scales) bytes += R * static_cast<uint64_t>(m_.ngroups) * 2;
+  if (m_.means) bytes += R * static_cast<uint64_t>(m_.ngroups) * 2;
+  return bytes + repacked_bytes();
+}
+
+uint64_t SignLinear::repacked_bytes() const {
+  return col16_.size() * 2 + col32_.size() * 4 + corr_.size() * 4 + pv_.row_value_start.size() * 8 +
+         pv_.row_gap_start.size() * 8;
+}
+
+std::string SignLinear::kind() const { return std::string(dtype_name(pv_.dtype)); }
+
+// ---------------------------------------------------------------- Q8Linear
+Q8Linear::Q8Linear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where)
+    : Linear(info.name, info.rows(), info.cols()) {
+  if (info.dtype != DType::Q8) fail(where, "tensor '{}': {} is not q8", info.name, dtype_name(info.dtype));
+  pv_ = quant::PackedView::parse(info.dtype, blob, rows(), cols(), params_of(info), tensor_where(where, info));
+  m_.rows = rows();
+  m_.cols = cols();
+  m_.scales = pv_.q8_scales;
+  m_.q = pv_.q8;
+}
+
+void Q8Linear::forward(const float* x, int64_t n, float* y) const {
+  const int64_t R = rows(), C = cols();
+  for_blocks(R, C, x, n, y, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
+    q8_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
+  });
+}
+
+void Q8Linear::row(int64_t r, float* out) const { pv_.dequantize_row(r, out); }
+
+uint64_t Q8Linear::weight_bytes() const {
+  return static_cast<uint64_t>(rows()) * 4 + static_cast<uint64_t>(rows() * cols());
+}
+
+}  // namespace lsb::kernels

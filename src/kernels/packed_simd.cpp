@@ -1,0 +1,445 @@
+// Highway (run-time dispatched) kernels on packed LSB1 / PAPER / Q8 weights with float
+// activations. The scalar specification is src/kernels/packed_ref.cpp; the math is in
+// packed_linear.h and docs/KERNELS.md.
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <vector>
+
+#include "kernels/packed_linear.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/packed_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include "io/fp16.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace lsb::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Mask of the sign bits of columns [c, c + Lanes) of one row; c is a multiple of Lanes.
+HWY_INLINE hn::Mask<DF> SignMask(DF d, const uint64_t* HWY_RESTRICT w, int64_t c) {
+  const size_t N = hn::Lanes(d);
+  if (N >= 8) return hn::LoadMaskBits(d, reinterpret_cast<const uint8_t*>(w) + (c >> 3));
+  // Fewer than 8 lanes: the bits do not start on a byte, so test them in a broadcast word.
+  const hn::RebindToUnsigned<DF> du;
+  static constexpr uint32_t kLaneBit[8] = {1, 2, 4, 8, 16, 32, 64, 128};
+  const auto bits = hn::Set(du, static_cast<uint32_t>(w[c >> 6] >> (c & 63)));
+  return hn::RebindMask(d, hn::TestBit(bits, hn::LoadU(du, kLaneBit)));
+}
+
+// acc + (m ? x : 0): a single merge-masked add on AVX-512.
+HWY_INLINE VF AddIf(hn::Mask<DF> m, VF x, VF acc) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  return VF{_mm512_mask_add_ps(acc.raw, m.raw, acc.raw, x.raw)};
+#else
+  return hn::Add(acc, hn::IfThenElseZero(m, x));
+#endif
+}
+
+template <bool kSelect>
+HWY_INLINE VF Accumulate(hn::Mask<DF> m, VF x, VF nx, VF acc) {
+  if constexpr (kSelect) return hn::Add(acc, hn::IfThenElse(m, x, nx));
+  else return AddIf(m, x, acc);
+}
+
+HWY_INLINE float Sum(DF d, VF v) { return hn::GetLane(hn::SumOfLanes(d, v)); }
+
+HWY_INLINE bool Bit(const uint64_t* w, int64_t c) { return (w[c >> 6] >> (c & 63)) & 1u; }
+
+// Converts n f16 values to float.
+void F16ToF32(const uint16_t* HWY_RESTRICT in, int64_t n, float* HWY_RESTRICT out) {
+  const DF df;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const auto* h = reinterpret_cast<const hwy::float16_t*>(in);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, h + i)), df, out + i);
+  for (; i < n; ++i) out[i] = f16_to_f32(in[i]);
+}
+
+// Per-row, per-group float coefficients of a block of up to 4 rows: scale s and the
+// coefficient of S_g in y (m - s for the masked-add form, m for sign-select).
+struct GroupCoefs {
+  std::vector<float> s, z;  // [4 * ngroups]
+  void fill(const SignMatrixView& w, const int64_t* rows, bool select) {
+    const int64_t G = w.ngroups;
+    s.resize(static_cast<size_t>(4 * G));
+    z.resize(static_cast<size_t>(4 * G));
+    for (int i = 0; i < 4; ++i) {
+      float* si = s.data() + i * G;
+      float* zi = z.data() + i * G;
+      if (w.scales) F16ToF32(w.scales + rows[i] * G, G, si);
+      else std::fill(si, si + G, w.scale);
+      if (w.means) F16ToF32(w.means + rows[i] * G, G, zi);
+      else std::fill(zi, zi + G, w.mean);
+      if (!select)
+        for (int64_t g = 0; g < G; ++g) zi[g] -= si[g];
+    }
+  }
+};
+
+template <typename Col>
+HWY_INLINE float OutlierDot(const Col* HWY_RESTRICT col, const float* HWY_RESTRICT corr, uint64_t b, uint64_t e,
+                            const float* HWY_RESTRICT x) {
+  float s = 0;
+  for (uint64_t k = b; k < e; ++k) s += corr[k] * x[col[k]];
+  return s;
+}
+
+HWY_INLINE float Outliers(const SignMatrixView& w, int64_t r, const float* x) {
+  const uint64_t b = w.out_start[r], e = w.out_start[r + 1];
+  if (b == e) return 0.0f;
+  return w.out_col16 ? OutlierDot(w.out_col16, w.out_corr, b, e, x) : OutlierDot(w.out_col32, w.out_corr, b, e, x);
+}
+
+// Vector body of group [a, b): columns [va, vb) are multiples of N; the rest is scalar.
+HWY_INLINE void VectorSpan(int64_t a, int64_t b, int64_t N, int64_t& va, int64_t& vb) {
+  va = std::min(b, (a + N - 1) / N * N);
+  vb = va + (b - va) / N * N;
+}
+
+// One token, four rows (rows[] may repeat the last valid row; the caller drops those results).
+template <bool kSelect>
+void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRICT x, const float* HWY_RESTRICT gsum,
+           const GroupCoefs& gc, float out[4]) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const uint64_t* w0 = w.signs + rows[0] * w.words;
+  const uint64_t* w1 = w.signs + rows[1] * w.words;
+  const uint64_t* w2 = w.signs + rows[2] * w.words;
+  const uint64_t* w3 = w.signs + rows[3] * w.words;
+  const int64_t G = w.ngroups;
+  const float *s0 = gc.s.data(), *s1 = s0 + G, *s2 = s1 + G, *s3 = s2 + G;
+  const float *z0 = gc.z.data(), *z1 = z0 + G, *z2 = z1 + G, *z3 = z2 + G;
+  VF y0 = hn::Zero(df), y1 = hn::Zero(df), y2 = hn::Zero(df), y3 = hn::Zero(df);
+  float t0 = 0, t1 = 0, t2 = 0, t3 = 0;  // scalar parts, scaled
+  float u0 = 0, u1 = 0, u2 = 0, u3 = 0;  // sum_g z_g S_g
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
+    int64_t va, vb;
+    VectorSpan(a, b, N, va, vb);
+    VF a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    for (int64_t c = va; c < vb; c += N) {
+      const VF xv = hn::LoadU(df, x + c);
+      const VF nx = kSelect ? hn::Neg(xv) : xv;
+      a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);
+      a1 = Accumulate<kSelect>(SignMask(df, w1, c), xv, nx, a1);
+      a2 = Accumulate<kSelect>(SignMask(df, w2, c), xv, nx, a2);
+      a3 = Accumulate<kSelect>(SignMask(df, w3, c), xv, nx, a3);
+    }
+    float p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+    auto scalar = [&](int64_t c) {
+      const float xc = x[c], off = kSelect ? -xc : 0.0f;
+      p0 += Bit(w0, c) ? xc : off;
+      p1 += Bit(w1, c) ? xc : off;
+      p2 += Bit(w2, c) ? xc : off;
+      p3 += Bit(w3, c) ? xc : off;
+    };
+    for (int64_t c = a; c < va; ++c) scalar(c);
+    for (int64_t c = vb; c < b; ++c) scalar(c);
+    y0 = hn::MulAdd(hn::Set(df, s0[g]), a0, y0);
+    y1 = hn::MulAdd(hn::Set(df, s1[g]), a1, y1);
+    y2 = hn::MulAdd(hn::Set(df, s2[g]), a2, y2);
+    y3 = hn::MulAdd(hn::Set(df, s3[g]), a3, y3);
+    t0 += s0[g] * p0;
+    t1 += s1[g] * p1;
+    t2 += s2[g] * p2;
+    t3 += s3[g] * p3;
+    const float S = gsum[g];
+    u0 += z0[g] * S;
+    u1 += z1[g] * S;
+    u2 += z2[g] * S;
+    u3 += z3[g] * S;
+  }
+  const float k = kSelect ? 1.0f : 2.0f;
+  out[0] = k * (Sum(df, y0) + t0) + u0 + Outliers(w, rows[0], x);
+  out[1] = k * (Sum(df, y1) + t1) + u1 + Outliers(w, rows[1], x);
+  out[2] = k * (Sum(df, y2) + t2) + u2 + Outliers(w, rows[2], x);
+  out[3] = k * (Sum(df, y3) + t3) + u3 + Outliers(w, rows[3], x);
+}
+
+// Four tokens x four rows: each sign mask is decoded once and used for four tokens. Per-group
+// sums are folded into ybuf (scaled by s_g) so only 16 accumulators stay in registers.
+void Tile4x4(const SignMatrixView& w, const int64_t* rows, const float* const* xs, const float* const* gs,
+             const GroupCoefs& gc, float out[4][4]) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const uint64_t* w0 = w.signs + rows[0] * w.words;
+  const uint64_t* w1 = w.signs + rows[1] * w.words;
+  const uint64_t* w2 = w.signs + rows[2] * w.words;
+  const uint64_t* w3 = w.signs + rows[3] * w.words;
+  const float *x0 = xs[0], *x1 = xs[1], *x2 = xs[2], *x3 = xs[3];
+  const int64_t G = w.ngroups;
+  HWY_ALIGN float ybuf[16 * hn::MaxLanes(df)];
+  for (int i = 0; i < 16; ++i) hn::Store(hn::Zero(df), df, ybuf + i * N);
+  float ts[4][4] = {}, us[4][4] = {};  // [token][row]
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
+    int64_t va, vb;
+    VectorSpan(a, b, N, va, vb);
+    // a<token><row>
+    VF a00 = hn::Zero(df), a01 = hn::Zero(df), a02 = hn::Zero(df), a03 = hn::Zero(df);
+    VF a10 = hn::Zero(df), a11 = hn::Zero(df), a12 = hn::Zero(df), a13 = hn::Zero(df);
+    VF a20 = hn::Zero(df), a21 = hn::Zero(df), a22 = hn::Zero(df), a23 = hn::Zero(df);
+    VF a30 = hn::Zero(df), a31 = hn::Zero(df), a32 = hn::Zero(df), a33 = hn::Zero(df);
+    for (int64_t c = va; c < vb; c += N) {
+      const auto m0 = SignMask(df, w0, c), m1 = SignMask(df, w1, c);
+      const auto m2 = SignMask(df, w2, c), m3 = SignMask(df, w3, c);
+      VF x = hn::LoadU(df, x0 + c);
+      a00 = AddIf(m0, x, a00); a01 = AddIf(m1, x, a01); a02 = AddIf(m2, x, a02); a03 = AddIf(m3, x, a03);
+      x = hn::LoadU(df, x1 + c);
+      a10 = AddIf(m0, x, a10); a11 = AddIf(m1, x, a11); a12 = AddIf(m2, x, a12); a13 = AddIf(m3, x, a13);
+      x = hn::LoadU(df, x2 + c);
+      a20 = AddIf(m0, x, a20); a21 = AddIf(m1, x, a21); a22 = AddIf(m2, x, a22); a23 = AddIf(m3, x, a23);
+      x = hn::LoadU(df, x3 + c);
+      a30 = AddIf(m0, x, a30); a31 = AddIf(m1, x, a31); a32 = AddIf(m2, x, a32); a33 = AddIf(m3, x, a33);
+    }
+    const float s[4] = {gc.s[0 * G + g], gc.s[1 * G + g], gc.s[2 * G + g], gc.s[3 * G + g]};
+    const float z[4] = {gc.z[0 * G + g], gc.z[1 * G + g], gc.z[2 * G + g], gc.z[3 * G + g]};
+#define LSB_FOLD(t, r, acc)                                                          \
+  hn::Store(hn::MulAdd(hn::Set(df, s[r]), acc, hn::Load(df, ybuf + (4 * t + r) * N)), df, \
+            ybuf + (4 * t + r) * N)
+    LSB_FOLD(0, 0, a00); LSB_FOLD(0, 1, a01); LSB_FOLD(0, 2, a02); LSB_FOLD(0, 3, a03);
+    LSB_FOLD(1, 0, a10); LSB_FOLD(1, 1, a11); LSB_FOLD(1, 2, a12); LSB_FOLD(1, 3, a13);
+    LSB_FOLD(2, 0, a20); LSB_FOLD(2, 1, a21); LSB_FOLD(2, 2, a22); LSB_FOLD(2, 3, a23);
+    LSB_FOLD(3, 0, a30); LSB_FOLD(3, 1, a31); LSB_FOLD(3, 2, a32); LSB_FOLD(3, 3, a33);
+#undef LSB_FOLD
+    const uint64_t* ws[4] = {w0, w1, w2, w3};
+    for (int t = 0; t < 4; ++t) {
+      const float S = gs[t][g];
+      for (int r = 0; r < 4; ++r) {
+        float p = 0;
+        for (int64_t c = a; c < va; ++c) p += Bit(ws[r], c) ? xs[t][c] : 0.0f;
+        for (int64_t c = vb; c < b; ++c) p += Bit(ws[r], c) ? xs[t][c] : 0.0f;
+        ts[t][r] += s[r] * p;
+        us[t][r] += z[r] * S;
+      }
+    }
+  }
+  for (int t = 0; t < 4; ++t)
+    for (int r = 0; r < 4; ++r)
+      out[t][r] = 2.0f * (Sum(df, hn::Load(df, ybuf + (4 * t + r) * N)) + ts[t][r]) + us[t][r] +
+                  Outliers(w, rows[r], xs[t]);
+}
+
+void SignGemm(const SignMatrixView& w, const float* x, int64_t n, const float* gsum, int64_t r0, int64_t r1,
+              float* y, int64_t ldy, int variant) {
+  GroupCoefs gc;
+  const bool select = variant == static_cast<int>(SignKernel::kSignSelect);
+  for (int64_t r = r0; r < r1; r += 4) {
+    const int64_t nr = std::min<int64_t>(4, r1 - r);
+    int64_t rows[4];
+    for (int i = 0; i < 4; ++i) rows[i] = r + (i < nr ? i : 0);
+    gc.fill(w, rows, select);
+    if (n == 1 || select) {  // sign-select is only a gemv experiment: one token at a time
+      for (int64_t t = 0; t < n; ++t) {
+        float out[4];
+        if (select) Gemv4<true>(w, rows, x + t * w.cols, gsum + t * w.ngroups, gc, out);
+        else Gemv4<false>(w, rows, x + t * w.cols, gsum + t * w.ngroups, gc, out);
+        for (int64_t i = 0; i < nr; ++i) y[t * ldy + r + i] = out[i];
+      }
+      continue;
+    }
+    for (int64_t t = 0; t < n; t += 4) {
+      const int64_t nt = std::min<int64_t>(4, n - t);
+      const float* xs[4];
+      const float* gs[4];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t ti = t + (i < nt ? i : 0);
+        xs[i] = x + ti * w.cols;
+        gs[i] = gsum + ti * w.ngroups;
+      }
+      float out[4][4];
+      if (nt == 1) {
+        Gemv4<false>(w, rows, xs[0], gs[0], gc, out[0]);
+      } else {
+        Tile4x4(w, rows, xs, gs, gc, out);
+      }
+      for (int64_t i = 0; i < nt; ++i)
+        for (int64_t j = 0; j < nr; ++j) y[(t + i) * ldy + r + j] = out[i][j];
+    }
+  }
+}
+
+// T-MAC-style variant: P_g is a sum of table entries, one per 4 columns (the table of token t
+// holds, for every 4 columns, the 16 possible sums of their activations). Tables are float, so
+// nothing is quantized; lookups are hardware gathers where the target has them.
+float LutGroup(const uint64_t* HWY_RESTRICT wr, const float* HWY_RESTRICT lut, int64_t k0, int64_t k1) {
+  const DF df;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  auto nib = [&](int64_t k) { return static_cast<uint32_t>((wr[k >> 4] >> (4 * (k & 15))) & 15u); };
+  float p = 0;
+  int64_t k = k0;
+  if (N <= 16) {
+    static constexpr uint32_t kShift[16] = {0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28};
+    static constexpr uint32_t kBase[16] = {0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240};
+    const auto shifts = hn::LoadU(du, kShift);
+    const auto base = hn::LoadU(du, kBase);
+    const auto low8 = hn::FirstN(du, 8);
+    const auto fifteen = hn::Set(du, 15u);
+    for (; k < k1 && k % N != 0; ++k) p += lut[k * 16 + nib(k)];
+    VF acc = hn::Zero(df);
+    for (; k + N <= k1; k += N) {
+      const uint64_t bits = wr[k >> 4] >> (4 * (k & 15));
+      const auto v = hn::IfThenElse(low8, hn::Set(du, static_cast<uint32_t>(bits)),
+                                    hn::Set(du, static_cast<uint32_t>(bits >> 32)));
+      const auto idx = hn::Add(hn::Add(hn::And(v >> shifts, fifteen), base),
+                               hn::Set(du, static_cast<uint32_t>(k * 16)));
+      acc = hn::Add(acc, hn::GatherIndex(df, lut, hn::BitCast(di, idx)));
+    }
+    p += Sum(df, acc);
+  }
+  for (; k < k1; ++k) p += lut[k * 16 + nib(k)];
+  return p;
+}
+
+void SignGemmLut(const SignMatrixView& w, const float* luts, int64_t n, const float* x, const float* gsum,
+                 int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  const int64_t nk = (w.cols + 3) / 4;
+  GroupCoefs gc;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t rows[4] = {r, r, r, r};
+    gc.fill(w, rows, false);
+    const uint64_t* wr = w.signs + r * w.words;
+    for (int64_t t = 0; t < n; ++t) {
+      const float* lut = luts + t * nk * 16;
+      const float* gs = gsum + t * w.ngroups;
+      float acc = 0, u = 0;
+      for (int64_t g = 0; g < w.ngroups; ++g) {
+        // Groups are whole nibbles (group % 4 == 0), or one group covering the row.
+        const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
+        acc += gc.s[g] * LutGroup(wr, lut, a / 4, (b + 3) / 4);
+        u += gc.z[g] * gs[g];
+      }
+      y[t * ldy + r] = 2.0f * acc + u + Outliers(w, r, x + t * w.cols);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Q8
+HWY_INLINE VF LoadQ8(DF df, const int8_t* HWY_RESTRICT p) {
+  const hn::Rebind<int8_t, DF> d8;
+  const hn::Rebind<int32_t, DF> di;
+  return hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, p)));
+}
+
+void Q8Gemv4(const Q8View& w, const int64_t* rows, const float* HWY_RESTRICT x, float out[4]) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t C = w.cols, vec_end = C - C % N;
+  const int8_t *q0 = w.q + rows[0] * C, *q1 = w.q + rows[1] * C, *q2 = w.q + rows[2] * C, *q3 = w.q + rows[3] * C;
+  VF a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+  for (int64_t c = 0; c < vec_end; c += N) {
+    const VF xv = hn::LoadU(df, x + c);
+    a0 = hn::MulAdd(LoadQ8(df, q0 + c), xv, a0);
+    a1 = hn::MulAdd(LoadQ8(df, q1 + c), xv, a1);
+    a2 = hn::MulAdd(LoadQ8(df, q2 + c), xv, a2);
+    a3 = hn::MulAdd(LoadQ8(df, q3 + c), xv, a3);
+  }
+  float s0 = Sum(df, a0), s1 = Sum(df, a1), s2 = Sum(df, a2), s3 = Sum(df, a3);
+  for (int64_t c = vec_end; c < C; ++c) {
+    s0 += static_cast<float>(q0[c]) * x[c];
+    s1 += static_cast<float>(q1[c]) * x[c];
+    s2 += static_cast<float>(q2[c]) * x[c];
+    s3 += static_cast<float>(q3[c]) * x[c];
+  }
+  out[0] = s0 * w.scales[rows[0]];
+  out[1] = s1 * w.scales[rows[1]];
+  out[2] = s2 * w.scales[rows[2]];
+  out[3] = s3 * w.scales[rows[3]];
+}
+
+// Four rows converted once, used for four tokens.
+void Q8Tile4x4(const Q8View& w, const int64_t* rows, const float* const* xs, float out[4][4]) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t C = w.cols, vec_end = C - C % N;
+  const int8_t* qs[4] = {w.q + rows[0] * C, w.q + rows[1] * C, w.q + rows[2] * C, w.q + rows[3] * C};
+  VF a00 = hn::Zero(df), a01 = hn::Zero(df), a02 = hn::Zero(df), a03 = hn::Zero(df);
+  VF a10 = hn::Zero(df), a11 = hn::Zero(df), a12 = hn::Zero(df), a13 = hn::Zero(df);
+  VF a20 = hn::Zero(df), a21 = hn::Zero(df), a22 = hn::Zero(df), a23 = hn::Zero(df);
+  VF a30 = hn::Zero(df), a31 = hn::Zero(df), a32 = hn::Zero(df), a33 = hn::Zero(df);
+  for (int64_t c = 0; c < vec_end; c += N) {
+    const VF q0 = LoadQ8(df, qs[0] + c), q1 = LoadQ8(df, qs[1] + c);
+    const VF q2 = LoadQ8(df, qs[2] + c), q3 = LoadQ8(df, qs[3] + c);
+    VF x = hn::LoadU(df, xs[0] + c);
+    a00 = hn::MulAdd(q0, x, a00); a01 = hn::MulAdd(q1, x, a01); a02 = hn::MulAdd(q2, x, a02); a03 = hn::MulAdd(q3, x, a03);
+    x = hn::LoadU(df, xs[1] + c);
+    a10 = hn::MulAdd(q0, x, a10); a11 = hn::MulAdd(q1, x, a11); a12 = hn::MulAdd(q2, x, a12); a13 = hn::MulAdd(q3, x, a13);
+    x = hn::LoadU(df, xs[2] + c);
+    a20 = hn::MulAdd(q0, x, a20); a21 = hn::MulAdd(q1, x, a21); a22 = hn::MulAdd(q2, x, a22); a23 = hn::MulAdd(q3, x, a23);
+    x = hn::LoadU(df, xs[3] + c);
+    a30 = hn::MulAdd(q0, x, a30); a31 = hn::MulAdd(q1, x, a31); a32 = hn::MulAdd(q2, x, a32); a33 = hn::MulAdd(q3, x, a33);
+  }
+  out[0][0] = Sum(df, a00); out[0][1] = Sum(df, a01); out[0][2] = Sum(df, a02); out[0][3] = Sum(df, a03);
+  out[1][0] = Sum(df, a10); out[1][1] = Sum(df, a11); out[1][2] = Sum(df, a12); out[1][3] = Sum(df, a13);
+  out[2][0] = Sum(df, a20); out[2][1] = Sum(df, a21); out[2][2] = Sum(df, a22); out[2][3] = Sum(df, a23);
+  out[3][0] = Sum(df, a30); out[3][1] = Sum(df, a31); out[3][2] = Sum(df, a32); out[3][3] = Sum(df, a33);
+  for (int t = 0; t < 4; ++t)
+    for (int r = 0; r < 4; ++r) {
+      for (int64_t c = vec_end; c < C; ++c) out[t][r] += static_cast<float>(qs[r][c]) * xs[t][c];
+      out[t][r] *= w.scales[rows[r]];
+    }
+}
+
+void Q8Gemm(const Q8View& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  for (int64_t r = r0; r < r1; r += 4) {
+    const int64_t nr = std::min<int64_t>(4, r1 - r);
+    int64_t rows[4];
+    for (int i = 0; i < 4; ++i) rows[i] = r + (i < nr ? i : 0);
+    for (int64_t t = 0; t < n; t += 4) {
+      const int64_t nt = std::min<int64_t>(4, n - t);
+      float out[4][4];
+      if (nt == 1) {
+        Q8Gemv4(w, rows, x + t * w.cols, out[0]);
+      } else {
+        const float* xs[4];
+        for (int i = 0; i < 4; ++i) xs[i] = x + (t + (i < nt ? i : 0)) * w.cols;
+        Q8Tile4x4(w, rows, xs, out);
+      }
+      for (int64_t i = 0; i < nt; ++i)
+        for (int64_t j = 0; j < nr; ++j) y[(t + i) * ldy + r + j] = out[i][j];
+    }
+  }
+}
+
+const char* PackedTargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace lsb::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace lsb::kernels {
+HWY_EXPORT(SignGemm);
+HWY_EXPORT(SignGemmLut);
+HWY_EXPORT(Q8Gemm);
+HWY_EXPORT(PackedTargetName);
+
+void sign_gemm(const SignMatrixView& w, const float* x, int64_t n, const float* gsum, int64_t r0, int64_t r1,
+               float* y, int64_t ldy, SignKernel variant) {
+  if (variant == SignKernel::kLut) variant = SignKernel::kMaskedAdd;  // tables are built by the caller
+  HWY_DYNAMIC_DISPATCH(SignGemm)(w, x, n, gsum, r0, r1, y, ldy, static_cast<int>(variant));
+}
+
+void sign_gemm_lut(const SignMatrixView& w, const float* luts, int64_t n, const float* x, const float* gsum,
+                   int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  // Groups that split a nibble cannot use the tables: fall back to masked adds.
+  if (w.ngroups > 1 && w.group % 4 != 0) return sign_gemm(w, x, n, gsum, r0, r1, y, ldy, SignKernel::kMaskedAdd);
+  HWY_DYNAMIC_DISPATCH(SignGemmLut)(w, luts, n, x, gsum, r0, r1, y, ldy);
+}
+
+void q8_gemm(const Q8View& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(Q8Gemm)(w, x, n, r0, r1, y, ldy);
+}
+
+const char* packed_target_name() { return HWY_DYNAMIC_DISPATCH(PackedTargetName)(); }
+
+}  // namespace lsb::kernels
+#endif

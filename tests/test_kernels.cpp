@@ -1,0 +1,261 @@
+// Kernels on packed weights: SIMD == scalar reference (every compiled target, every variant),
+// scalar reference == product with the dequantized matrix, embedding rows, batch == per token.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include "kernels/packed_linear.h"
+#include "kernels/packed_ref.h"
+#include "lsb/error.h"
+#include "model/linear.h"
+#include "quant/scheme.h"
+
+namespace lsb {
+namespace {
+
+using kernels::SignKernel;
+
+struct Case {
+  DType dtype;
+  quant::SchemeParams p;
+  std::string label() const {
+    return fmt::format("{} alpha={} G={} mean={}", dtype_name(dtype), p.outlier_ratio, p.group_size, p.use_mean);
+  }
+};
+
+// Weights with a heavy tail, so that outliers differ a lot from the sign part.
+std::vector<float> random_weights(int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.01f, 0.02f);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = u(rng) < 0.02f ? nd(rng) * 15 : nd(rng);
+  return w;
+}
+
+std::vector<float> random_x(int64_t n, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+TensorInfo info_for(const Case& c, int64_t rows, int64_t cols, size_t nbytes) {
+  TensorInfo info;
+  info.name = "w";
+  info.shape = {rows, cols};
+  info.dtype = c.dtype;
+  info.nbytes = nbytes;
+  info.group_size = c.p.group_size;
+  info.outlier_ratio = c.p.outlier_ratio;
+  info.use_mean = c.p.use_mean;
+  return info;
+}
+
+// All quantized schemes and parameters tried for one shape; `salt` rotates group sizes so that
+// every size meets every shape across the loop (5 does not divide any vector width or a nibble).
+std::vector<Case> cases_for(int salt) {
+  static constexpr int kGroups[] = {128, 0, 5, 64, 16};
+  std::vector<Case> cases;
+  int i = salt;
+  for (float alpha : {0.0f, 0.02f, 0.3f}) {
+    for (bool mean : {false, true})
+      cases.push_back({DType::LSB1, {alpha, kGroups[i++ % 5], mean}});
+    cases.push_back({DType::PAPER, {alpha, 0, false}});
+  }
+  cases.push_back({DType::Q8, {}});
+  return cases;
+}
+
+// Tolerance of a kernel result against the exact product: relative to sum |w_j x_j|.
+double tolerance(const std::vector<float>& wd, const float* x, int64_t r, int64_t cols, double rel) {
+  double abs_sum = 0;
+  for (int64_t c = 0; c < cols; ++c) abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[c]);
+  return rel * (abs_sum + 1.0);
+}
+
+constexpr int64_t kCols[] = {1, 7, 63, 65, 129, 500, 1000};
+constexpr int64_t kRows[] = {1, 3, 17, 64};
+constexpr int64_t kTokens[] = {1, 2, 3, 4, 5, 17};
+constexpr int64_t kMaxTokens = 17;
+constexpr double kKernelTol = 1e-4;  // float kernels vs double reference
+constexpr double kRefTol = 1e-6;     // double reference vs double product of dequantized weights
+
+struct Prepared {
+  Case c;
+  int64_t rows, cols;
+  std::vector<std::byte> blob;
+  std::vector<float> wd;  // dequantize_reference, for tolerances and the spec check
+  std::vector<float> x;   // kMaxTokens tokens
+  std::vector<float> ref; // packed_gemm_ref over kMaxTokens tokens: y[t * rows + r]
+};
+
+Prepared prepare(const Case& c, int64_t rows, int64_t cols, uint32_t seed) {
+  Prepared P{c, rows, cols, {}, {}, {}, {}};
+  const auto w = random_weights(rows, cols, seed);
+  P.blob = quant::quantize_reference(c.dtype, w.data(), rows, cols, c.p);
+  P.wd.resize(w.size());
+  quant::dequantize_reference(c.dtype, P.blob, rows, cols, c.p, P.wd.data());
+  P.x = random_x(kMaxTokens, cols, seed + 1);
+  const auto view = quant::PackedView::parse(c.dtype, P.blob, rows, cols, c.p, "test");
+  P.ref.resize(static_cast<size_t>(kMaxTokens * rows));
+  kernels::packed_gemm_ref(view, P.x.data(), kMaxTokens, P.ref.data());
+  return P;
+}
+
+std::unique_ptr<Linear> linear_for(const Prepared& P) {
+  return make_linear(info_for(P.c, P.rows, P.cols, P.blob.size()), P.blob, "test");
+}
+
+// Checks y (n tokens) against the reference prefix; returns the number of mismatches.
+int compare(const Prepared& P, const std::vector<float>& y, int64_t n, const std::string& what) {
+  int bad = 0;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < P.rows; ++r) {
+      const double want = P.ref[t * P.rows + r], got = y[t * P.rows + r];
+      const double tol = tolerance(P.wd, P.x.data() + t * P.cols, r, P.cols, kKernelTol);
+      if (!(std::fabs(got - want) <= tol) && bad++ < 3)
+        ADD_FAILURE() << what << " " << P.c.label() << " rows=" << P.rows << " cols=" << P.cols << " n=" << n
+                      << " t=" << t << " r=" << r << ": got " << got << ", reference " << want << " (tol " << tol
+                      << ")";
+    }
+  return bad;
+}
+
+// Restores run-time dispatch to the best target even if a check fails.
+struct TargetGuard {
+  ~TargetGuard() { hwy::SetSupportedTargetsForTest(0); }
+};
+
+TEST(KernelRef, MatchesProductWithDequantizedMatrix) {
+  int checked = 0, salt = 0;
+  for (int64_t cols : kCols)
+    for (int64_t rows : kRows)
+      for (const Case& c : cases_for(salt++)) {
+        const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(rows * 7919 + cols));
+        for (int64_t t = 0; t < kMaxTokens; ++t)
+          for (int64_t r = 0; r < rows; ++r) {
+            double want = 0;
+            for (int64_t k = 0; k < cols; ++k)
+              want += static_cast<double>(P.wd[r * cols + k]) * P.x[t * cols + k];
+            const double tol = tolerance(P.wd, P.x.data() + t * cols, r, cols, kRefTol);
+            ASSERT_NEAR(P.ref[t * rows + r], want, tol) << c.label() << " rows=" << rows << " cols=" << cols;
+            ++checked;
+          }
+      }
+  EXPECT_GT(checked, 0);
+}
+
+TEST(KernelSimd, EveryTargetAndVariantMatchesReference) {
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  TargetGuard guard;
+  std::vector<std::string> seen;
+  int salt = 0, runs = 0;
+  for (int64_t cols : kCols)
+    for (int64_t rows : kRows)
+      for (const Case& c : cases_for(salt++)) {
+        const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(rows * 104729 + cols));
+        const auto lin = linear_for(P);
+        const auto* sign = dynamic_cast<const kernels::SignLinear*>(lin.get());
+        ASSERT_EQ(sign != nullptr, c.dtype != DType::Q8);
+        for (int64_t target : targets) {
+          hwy::SetSupportedTargetsForTest(target);
+          ASSERT_STREQ(kernels::packed_target_name(), hwy::TargetName(target));
+          if (seen.empty() || seen.back() != hwy::TargetName(target)) seen.emplace_back(hwy::TargetName(target));
+          for (int64_t n : kTokens) {
+            std::vector<float> y(static_cast<size_t>(n * rows), NAN);
+            if (!sign) {
+              lin->forward(P.x.data(), n, y.data());
+              ASSERT_EQ(compare(P, y, n, hwy::TargetName(target)), 0);
+              ++runs;
+              continue;
+            }
+            for (SignKernel v : {SignKernel::kMaskedAdd, SignKernel::kSignSelect, SignKernel::kLut}) {
+              std::fill(y.begin(), y.end(), NAN);
+              sign->forward_with(P.x.data(), n, y.data(), v);
+              ASSERT_EQ(compare(P, y, n, fmt::format("{} variant {}", hwy::TargetName(target), static_cast<int>(v))), 0);
+              ++runs;
+            }
+          }
+        }
+      }
+  hwy::SetSupportedTargetsForTest(0);
+  // At least the best target and a baseline one (EMU128 / SSSE3 / SSE4 on x86) were exercised.
+  std::sort(seen.begin(), seen.end());
+  seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+  EXPECT_EQ(seen.size(), targets.size());
+  EXPECT_GT(runs, 0);
+  std::string names;
+  for (const auto& s : seen) names += s + " ";
+  RecordProperty("targets", names);
+  std::printf("[ KernelSimd ] targets checked: %s(%d runs)\n", names.c_str(), runs);
+}
+
+TEST(KernelLinear, RowEqualsDequantizedRow) {
+  int salt = 0;
+  for (int64_t cols : {7, 129, 1000})
+    for (const Case& c : cases_for(salt++)) {
+      const Prepared P = prepare(c, 17, cols, 42);
+      const auto lin = linear_for(P);
+      const auto view = quant::PackedView::parse(c.dtype, P.blob, 17, cols, c.p, "test");
+      std::vector<float> row(static_cast<size_t>(cols)), want(static_cast<size_t>(cols));
+      for (int64_t r = 0; r < 17; ++r) {
+        lin->row(r, row.data());
+        view.dequantize_row(r, want.data());
+        ASSERT_EQ(0, std::memcmp(row.data(), want.data(), row.size() * sizeof(float))) << c.label() << " row " << r;
+        ASSERT_EQ(0, std::memcmp(row.data(), P.wd.data() + r * cols, row.size() * sizeof(float)))
+            << c.label() << " row " << r;
+      }
+    }
+}
+
+TEST(KernelLinear, BatchAgreesWithSingleTokens) {
+  constexpr int64_t kN = 7;
+  int salt = 0;
+  for (int64_t rows : {3, 64, 200})
+    for (const Case& c : cases_for(salt++)) {
+      const Prepared P = prepare(c, rows, 500, static_cast<uint32_t>(rows));
+      const auto lin = linear_for(P);
+      std::vector<float> batch(static_cast<size_t>(kN * rows)), one(static_cast<size_t>(rows));
+      lin->forward(P.x.data(), kN, batch.data());
+      for (int64_t t = 0; t < kN; ++t) {
+        lin->forward(P.x.data() + t * 500, 1, one.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          const double tol = tolerance(P.wd, P.x.data() + t * 500, r, 500, kKernelTol);
+          ASSERT_NEAR(batch[t * rows + r], one[r], tol) << c.label() << " t=" << t << " r=" << r;
+        }
+      }
+    }
+}
+
+TEST(KernelLinear, PackedKindsAndMemory) {
+  for (const Case& c : cases_for(0)) {
+    const Prepared P = prepare(c, 64, 1000, 7);
+    const auto lin = linear_for(P);
+    EXPECT_EQ(lin->kind(), dtype_name(c.dtype));
+    // Nothing is expanded to float (that would be 4 bytes per weight): what a pass reads stays
+    // within a small factor of the blob (outliers cost 6 bytes instead of ~3, see KERNELS.md).
+    EXPECT_LE(lin->weight_bytes(), 5 * P.blob.size() / 2) << c.label();
+    EXPECT_LT(lin->weight_bytes(), static_cast<uint64_t>(64 * 1000 * 4) / 2) << c.label();
+  }
+}
+
+TEST(KernelLinear, CorruptBlobIsRejected) {
+  const Case c{DType::LSB1, {0.02f, 128, false}};
+  Prepared P = prepare(c, 3, 100, 9);
+  // A padding bit past the last column of row 0 (columns 100..127 of the 2nd word).
+  P.blob[8 + 7] = std::byte{0x80};
+  EXPECT_THROW(linear_for(P), Error);
+}
+
+}  // namespace
+}  // namespace lsb

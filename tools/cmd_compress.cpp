@@ -1,0 +1,90 @@
+// lsb compress SRC -o OUT.lsb: the pipeline is format::compress_model; this file adds the
+// command line, the summary, and removal of the temporary file on SIGINT/SIGTERM.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "format/compress.h"
+#include "runtime/progress.h"
+#include "runtime/threads.h"
+
+namespace lsb::cli {
+namespace {
+
+// Path of the temporary output while it exists; read by the signal handler, which may only use
+// async-signal-safe calls (unlink, signal, raise).
+char g_temp_path[4096];
+volatile std::sig_atomic_t g_temp_set = 0;
+
+extern "C" void remove_temp_and_die(int sig) {
+  if (g_temp_set) ::unlink(g_temp_path);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+void track_temp(const std::string& path) {
+  g_temp_set = 0;
+  if (path.empty() || path.size() >= sizeof g_temp_path) return;
+  std::memcpy(g_temp_path, path.c_str(), path.size() + 1);
+  g_temp_set = 1;
+}
+
+}  // namespace
+
+void add_compress(CLI::App& app) {
+  struct Opts {
+    std::string src, out, scheme = "default", tokenizer;
+    float outlier_ratio = 0.02f;
+    int group_size = 128, threads = 0;
+    std::vector<std::string> keep;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* c = app.add_subcommand("compress", "Compress a model into a .lsb file (1-bit weights with fp16 outliers)");
+  c->add_option("src", o->src, "Hugging Face model folder or llama2.c .bin")->required();
+  c->add_option("-o,--output", o->out, "output .lsb file (written to OUT.tmp.<pid>, renamed when complete)")->required();
+  c->add_option("--scheme", o->scheme,
+                "'default' (measured recipe, docs/RECIPE.md) or one scheme for every matrix: lsb1, paper, q8, f16, bf16, f32")
+      ->capture_default_str();
+  c->add_option("--outlier-ratio", o->outlier_ratio, "fraction of each row kept as fp16 outliers (lsb1, paper)")
+      ->capture_default_str();
+  c->add_option("--group-size", o->group_size, "lsb1: columns sharing one scale (0 = whole row)")->capture_default_str();
+  c->add_option("--keep", o->keep, "PATTERN=SCHEME (glob over tensor names, e.g. 'lm_head.weight=q8'); repeatable, last match wins");
+  c->add_option("--tokenizer", o->tokenizer, "tokenizer file to embed (default: the one found with the model)");
+  c->add_option("-t,--threads", o->threads, "threads (default: all cores); the output does not depend on it");
+  c->add_flag("--json", o->json, "print one JSON object");
+  c->callback([o]() {
+    set_threads(o->threads);
+    std::signal(SIGINT, remove_temp_and_die);
+    std::signal(SIGTERM, remove_temp_and_die);
+    std::signal(SIGHUP, remove_temp_and_die);
+    format::CompressOptions opt;
+    opt.scheme = o->scheme;
+    opt.params.outlier_ratio = o->outlier_ratio;
+    opt.params.group_size = o->group_size;
+    opt.keep = o->keep;
+    opt.tokenizer_path = o->tokenizer;
+    opt.progress = !o->json;
+    opt.on_temp_file = track_temp;
+    const format::CompressReport r = format::compress_model(o->src, o->out, opt);
+    if (o->json) {
+      nlohmann::json j = format::report_json(r);
+      j["threads"] = get_threads();
+      std::printf("%s\n", j.dump(2).c_str());
+      return;
+    }
+    std::printf("%s", format::tensor_table(r.tensors).c_str());
+    std::printf("%s -> %s\n", r.source.c_str(), r.output.c_str());
+    std::printf("params %llu, input %.2f MB, output %.2f MB: %.4f bits per weight (whole file), %.2fx smaller than bf16\n",
+                static_cast<unsigned long long>(r.params), r.input_bytes / 1e6, r.output_bytes / 1e6, r.bpw,
+                r.ratio_vs_bf16);
+    std::printf("peak RSS %.1f MB, %.2f s, %d threads\n", r.peak_rss_bytes / 1e6, r.seconds, get_threads());
+  });
+}
+
+}  // namespace lsb::cli
