@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "model_options.h"
 #include "eval/bench.h"
 #include "kernels/dense.h"
 #include "runtime/session.h"
@@ -17,6 +18,7 @@ void add_bench(CLI::App& app) {
     std::vector<std::string> models;
     int threads = 0, reps = 3, prompt = 128, decode = 64;
     bool json = false;
+    ModelCliOptions mopt;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* c = app.add_subcommand(
@@ -27,6 +29,7 @@ void add_bench(CLI::App& app) {
   c->add_option("--reps", o->reps, "repetitions (median and min-max are reported)")->capture_default_str()->check(CLI::Range(1, 1000));
   c->add_option("--prompt-tokens", o->prompt, "tokens in the prompt batch")->capture_default_str()->check(CLI::Range(1, 1 << 16));
   c->add_option("--decode-tokens", o->decode, "tokens decoded one at a time")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  o->mopt.add_to(c);
   c->add_flag("--json", o->json, "print one JSON object");
   c->callback([o]() {
     set_threads(o->threads);
@@ -36,7 +39,7 @@ void add_bench(CLI::App& app) {
     BenchOptions bo{o->prompt, o->decode, o->reps};
     double first_decode = 0, first_prompt = 0;
     for (const std::string& path : o->models) {
-      Session s = open_session(path, "", /*need_tokenizer=*/false);
+      Session s = open_session(path, "", /*need_tokenizer=*/false, o->mopt.get());
       BenchResult r = bench_model(*s.model, bo);
       const uint64_t rss = current_rss_bytes();
       if (first_decode == 0) {

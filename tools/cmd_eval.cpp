@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "model_options.h"
 #include "eval/compare.h"
 #include "eval/perplexity.h"
 #include "eval/report.h"
@@ -21,6 +22,7 @@ struct EvalOpts {
   std::string model, tokenizer, text, ref, report;
   int ctx = 512, chunks = -1, threads = 0;
   bool json = false, layers = false;
+  ModelCliOptions mopt;
 };
 
 nlohmann::json ppl_json(const PerplexityResult& r) {
@@ -104,13 +106,14 @@ void add_eval(CLI::App& app) {
   c->add_flag("--layers", o->layers, "with --ref: cosine similarity of the hidden state after every layer");
   c->add_option("--report", o->report, "with --ref: write a self-contained HTML report to this file");
   c->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  o->mopt.add_to(c);
   c->add_flag("--json", o->json, "print one JSON object");
   c->callback([o]() {
     if ((o->layers || !o->report.empty()) && o->ref.empty()) fail("eval", "--layers and --report need --ref ORIGINAL");
     set_threads(o->threads);
     const std::string text = read_small_file(o->text, 1ull << 31);
     if (text.empty()) fail(o->text, "text file is empty");
-    Session s = open_session(o->model, o->tokenizer);
+    Session s = open_session(o->model, o->tokenizer, true, o->mopt.get());
     const std::vector<int> tokens = s.tokenizer->encode(text, true);
     if (!o->ref.empty()) return run_compare(*o, s, tokens);
     PerplexityOptions po;

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "model_options.h"
 #include "kernels/dense.h"
 #include "model/generate.h"
 #include "runtime/session.h"
@@ -18,6 +19,7 @@ void add_run(CLI::App& app) {
     float temp = 0.8f, top_p = 0.9f;
     uint64_t seed = 42;
     bool json = false;
+    ModelCliOptions mopt;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* c = app.add_subcommand("run", "Generate text: prints the prompt and its continuation as it is generated");
@@ -29,10 +31,11 @@ void add_run(CLI::App& app) {
   c->add_option("--top-p", o->top_p, "nucleus sampling mass (1 = off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   c->add_option("--seed", o->seed, "random seed for sampling")->capture_default_str();
   c->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  o->mopt.add_to(c);
   c->add_flag("--json", o->json, "print one JSON object instead of streaming text");
   c->callback([o]() {
     set_threads(o->threads);
-    Session s = open_session(o->model, o->tokenizer);
+    Session s = open_session(o->model, o->tokenizer, true, o->mopt.get());
     GenerateOptions g{o->n, o->temp, o->top_p, o->seed};
     auto on_text = [&](const std::string& t) {
       if (o->json) return;

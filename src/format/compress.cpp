@@ -255,6 +255,9 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     XXH3_64bits_update(hs, sd.data(), sd.size());
     std::vector<float> w = to_float(in, sd, src_path);
     release_pages(sd);
+    // Non-finite weights are refused whatever the scheme (docs/HARDENING.md), naming the tensor.
+    for (size_t k = 0; k < w.size(); ++k)
+      if (!std::isfinite(w[k])) fail(src_path, "tensor '{}': weight {} is not finite ({})", in.name, k, w[k]);
 
     TensorInfo out;
     out.name = in.name;

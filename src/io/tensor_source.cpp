@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "format/lsb_reader.h"
+#include "io/gguf.h"
 #include "io/hf_folder.h"
 #include "io/llama2c.h"
 #include "lsb/error.h"
@@ -51,12 +52,12 @@ std::unique_ptr<TensorSource> open_model(const std::string& path) {
     // A .lsb name with the wrong magic goes to the .lsb reader too, which says "not an .lsb file".
     if (std::memcmp(magic.data(), "LSBMODEL", 8) == 0 || fs::path(path).extension() == ".lsb") {
       src = format::open_lsb(path);
-    } else if (std::memcmp(magic.data(), "GGUF", 4) == 0) {
-      fail(path, "GGUF input is not supported yet");
+    } else if (std::memcmp(magic.data(), "GGUF", 4) == 0 || fs::path(path).extension() == ".gguf") {
+      src = std::make_unique<GgufSource>(path);
     } else if (fs::path(path).extension() == ".bin") {
       src = std::make_unique<Llama2cSource>(path);
     } else {
-      fail(path, "unrecognised model file (expected a Hugging Face folder, a llama2.c .bin or a .lsb file)");
+      fail(path, "unrecognised model file (expected a Hugging Face folder, a llama2.c .bin, a GGUF or a .lsb file)");
     }
   }
   // Every consumer gets a source whose tensors match its config.

@@ -108,7 +108,7 @@ class Q8Linear final : public Linear {
   void forward(const float* x, int64_t n, float* y) const override;
   void row(int64_t r, float* out) const override;
   uint64_t weight_bytes() const override;
-  std::string kind() const override { return "q8"; }
+  std::string kind() const override { return std::string(dtype_name(DType::Q8)); }
   const Q8View& view() const { return m_; }
 
  private:

@@ -124,7 +124,27 @@ void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRI
     int64_t va, vb;
     VectorSpan(a, b, N, va, vb);
     VF a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
-    for (int64_t c = va; c < vb; c += N) {
+    // Two vectors per step into separate accumulators: eight independent add chains hide the
+    // add latency (four chains alone are latency-bound).
+    VF b0 = hn::Zero(df), b1 = hn::Zero(df), b2 = hn::Zero(df), b3 = hn::Zero(df);
+    int64_t c = va;
+    for (; c + 2 * N <= vb; c += 2 * N) {
+      const VF xv = hn::LoadU(df, x + c), xw = hn::LoadU(df, x + c + N);
+      const VF nx = kSelect ? hn::Neg(xv) : xv, nw = kSelect ? hn::Neg(xw) : xw;
+      a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);
+      a1 = Accumulate<kSelect>(SignMask(df, w1, c), xv, nx, a1);
+      a2 = Accumulate<kSelect>(SignMask(df, w2, c), xv, nx, a2);
+      a3 = Accumulate<kSelect>(SignMask(df, w3, c), xv, nx, a3);
+      b0 = Accumulate<kSelect>(SignMask(df, w0, c + N), xw, nw, b0);
+      b1 = Accumulate<kSelect>(SignMask(df, w1, c + N), xw, nw, b1);
+      b2 = Accumulate<kSelect>(SignMask(df, w2, c + N), xw, nw, b2);
+      b3 = Accumulate<kSelect>(SignMask(df, w3, c + N), xw, nw, b3);
+    }
+    a0 = hn::Add(a0, b0);
+    a1 = hn::Add(a1, b1);
+    a2 = hn::Add(a2, b2);
+    a3 = hn::Add(a3, b3);
+    for (; c < vb; c += N) {
       const VF xv = hn::LoadU(df, x + c);
       const VF nx = kSelect ? hn::Neg(xv) : xv;
       a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);

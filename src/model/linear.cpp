@@ -19,10 +19,6 @@ class DenseLinear final : public Linear {
  public:
   DenseLinear(const TensorInfo& info, std::span<const std::byte> data)
       : Linear(info.name, info.rows(), info.cols()), dtype_(info.dtype), w_(data.data()) {}
-  // Owns float weights (a quantized tensor expanded at load time).
-  DenseLinear(const TensorInfo& info, std::vector<float> owned)
-      : Linear(info.name, info.rows(), info.cols()), dtype_(DType::F32), owned_(std::move(owned)),
-        w_(reinterpret_cast<const std::byte*>(owned_.data())) {}
 
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
@@ -48,9 +44,7 @@ class DenseLinear final : public Linear {
   std::string kind() const override { return std::string(dtype_name(dtype_)); }
 
  private:
-  static constexpr int64_t kBatchThreshold = 4;
   DType dtype_;
-  std::vector<float> owned_;
   const std::byte* w_;
 };
 

@@ -8,33 +8,17 @@
 #include <cmath>
 #include <cstring>
 
+#include "format/lsb_reader.h"
 #include "io/fp16.h"
 #include "kernels/dense.h"
 #include "lsb/error.h"
 #include "model/model_tensors.h"
+#include "runtime/layer_streamer.h"
+#include "runtime/sysinfo.h"
+#include "runtime/threads.h"
 
 namespace lsb {
 namespace {
-
-std::vector<float> read_vector(const TensorSource& src, const std::string& name, int64_t expect) {
-  const TensorInfo& t = src.get(name);
-  auto bytes = src.data(t);
-  if (t.numel() != expect) fail(src.describe(), "tensor '{}' has {} elements, expected {}", name, t.numel(), expect);
-  if (!dtype_is_dense(t.dtype) || bytes.size() != static_cast<uint64_t>(expect) * dtype_size(t.dtype))
-    fail(src.describe(), "tensor '{}' must be a dense float vector", name);
-  std::vector<float> v(static_cast<size_t>(expect));
-  for (int64_t i = 0; i < expect; ++i) {
-    const std::byte* p = bytes.data() + i * dtype_size(t.dtype);
-    uint16_t h;
-    switch (t.dtype) {
-      case DType::F32: std::memcpy(&v[i], p, 4); break;
-      case DType::F16: std::memcpy(&h, p, 2); v[i] = f16_to_f32(h); break;
-      case DType::BF16: std::memcpy(&h, p, 2); v[i] = bf16_to_f32(h); break;
-      default: break;
-    }
-  }
-  return v;
-}
 
 std::unique_ptr<Linear> load_linear(const TensorSource& src, const std::string& name) {
   const TensorInfo& t = src.get(name);
@@ -55,26 +39,33 @@ void rmsnorm(float* out, const float* x, const float* w, int n, int dim, float e
 
 }  // namespace
 
-LlamaModel::LlamaModel(std::shared_ptr<TensorSource> src) : src_(std::move(src)), cfg_(src_->config()) {
+LlamaModel::LlamaModel(std::shared_ptr<TensorSource> src, const ModelOptions& opt)
+    : src_(std::move(src)), cfg_(src_->config()), opt_(opt) {
   cfg_.validate(src_->describe());
   validate_tensors(*src_);
+  if (opt_.kv_type != DType::F32 && opt_.kv_type != DType::F16)
+    throw Error(fmt::format("KV cache type {} is not supported (f32 or f16)", dtype_name(opt_.kv_type)));
   const TensorSource& s = *src_;
-  embed_ = load_linear(s, "model.embed_tokens.weight");
-  layers_.resize(cfg_.n_layers);
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    LayerWeights& L = layers_[l];
-    L.attn_norm = read_vector(s, p + "input_layernorm.weight", cfg_.dim);
-    L.ffn_norm = read_vector(s, p + "post_attention_layernorm.weight", cfg_.dim);
-    L.wq = load_linear(s, p + "self_attn.q_proj.weight");
-    L.wk = load_linear(s, p + "self_attn.k_proj.weight");
-    L.wv = load_linear(s, p + "self_attn.v_proj.weight");
-    L.wo = load_linear(s, p + "self_attn.o_proj.weight");
-    L.gate = load_linear(s, p + "mlp.gate_proj.weight");
-    L.up = load_linear(s, p + "mlp.up_proj.weight");
-    L.down = load_linear(s, p + "mlp.down_proj.weight");
+  if (opt_.mem_budget > 0) {
+    auto lsb_file = std::dynamic_pointer_cast<const format::LsbReader>(src_);
+    if (!lsb_file)
+      fail(s.describe(), "--mem-budget streams layers from a .lsb file; compress the model first (lsb compress)");
+    base_rss_ = current_rss_bytes();
+    const TensorInfo& norm = s.get("model.norm.weight");
+    final_norm_ = load_vector(norm, s.data(norm), cfg_.dim, s.describe());
+    streamer_ = std::make_unique<LayerStreamer>(lsb_file, cfg_);
+    check_budget(1);
+    return;
   }
-  final_norm_ = read_vector(s, "model.norm.weight", cfg_.dim);
+  const TensorGetter get = [&s](const std::string& name) {
+    const TensorInfo& t = s.get(name);
+    return std::make_pair(&t, s.data(t));
+  };
+  const TensorInfo& norm = s.get("model.norm.weight");
+  final_norm_ = load_vector(norm, s.data(norm), cfg_.dim, s.describe());
+  embed_ = load_linear(s, "model.embed_tokens.weight");
+  layers_.reserve(cfg_.n_layers);
+  for (int l = 0; l < cfg_.n_layers; ++l) layers_.push_back(load_layer(l, cfg_.dim, get, s.describe()));
   if (cfg_.tie_embeddings) {
     output_ptr_ = embed_.get();
   } else {
@@ -83,12 +74,50 @@ LlamaModel::LlamaModel(std::shared_ptr<TensorSource> src) : src_(std::move(src))
   }
 }
 
+LlamaModel::~LlamaModel() = default;
+
+uint64_t LlamaModel::kv_bytes() const {
+  return 2ull * cfg_.n_layers * static_cast<uint64_t>(ctx_) * cfg_.n_kv_heads * cfg_.head_dim * dtype_size(opt_.kv_type);
+}
+
+// Activations for a batch of n tokens: the forward pass's buffers, the per-thread attention
+// scores, and the caller's logits (up to n rows).
+uint64_t LlamaModel::scratch_bytes(int n) const {
+  const uint64_t N = static_cast<uint64_t>(n);
+  const uint64_t q_dim = static_cast<uint64_t>(cfg_.n_heads) * cfg_.head_dim;
+  const uint64_t kv_dim = static_cast<uint64_t>(cfg_.n_kv_heads) * cfg_.head_dim;
+  const uint64_t keys = static_cast<uint64_t>(std::max(ctx_, n));
+  const uint64_t fwd = N * (cfg_.dim + std::max<uint64_t>(cfg_.dim, q_dim) + 2 * q_dim + 2 * kv_dim + 2ull * cfg_.hidden_dim);
+  const uint64_t att = static_cast<uint64_t>(get_threads()) * (N * keys + cfg_.head_dim * keys);
+  return 4 * (fwd + att + N * cfg_.vocab_size) + 2 * static_cast<uint64_t>(ctx_) * cfg_.head_dim / 2 * 4;
+}
+
+uint64_t LlamaModel::streaming_need(int n) const {
+  if (!streamer_) return 0;
+  return base_rss_ + streamer_->footprint().total() + kv_bytes() + scratch_bytes(n);
+}
+
+void LlamaModel::check_budget(int n) const {
+  if (!streamer_) return;
+  const uint64_t need = streaming_need(n);
+  if (need <= opt_.mem_budget) return;
+  const auto& f = streamer_->footprint();
+  auto mb = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+  fail(src_->describe(),
+       "--mem-budget {:.0f} MiB is too small: it needs at least {:.0f} MiB = two weight units (current + prefetch) "
+       "{:.1f} + their in-memory repacking {:.1f} + embedding index {:.1f} + KV cache for {} positions {:.1f} + "
+       "activations for {} tokens {:.1f} + the process itself {:.1f} (MiB)",
+       mb(opt_.mem_budget), std::ceil(mb(need)), mb(f.buffers), mb(f.repacked), mb(f.embedding), ctx_, mb(kv_bytes()), n,
+       mb(scratch_bytes(n)), mb(base_rss_));
+}
+
 void LlamaModel::reset(int ctx) {
   if (ctx <= 0) throw Error(fmt::format("context length must be positive (got {})", ctx));
   const int64_t kv_dim = static_cast<int64_t>(cfg_.n_kv_heads) * cfg_.head_dim;
   ctx_ = ctx;
-  key_cache_.assign(static_cast<size_t>(cfg_.n_layers) * ctx * kv_dim, 0.0f);
-  value_cache_.assign(key_cache_.size(), 0.0f);
+  check_budget(1);
+  key_cache_.assign(static_cast<size_t>(cfg_.n_layers) * ctx * kv_dim * dtype_size(opt_.kv_type), std::byte{0});
+  value_cache_.assign(key_cache_.size(), std::byte{0});
   // RoPE tables: pair i rotates by pos * theta^(-2i/head_dim).
   const int half = cfg_.head_dim / 2;
   rope_cos_.resize(static_cast<size_t>(ctx) * half);
@@ -101,6 +130,17 @@ void LlamaModel::reset(int ctx) {
       rope_sin_[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(a));
     }
   }
+}
+
+static inline float kv_load(const std::byte* row, int i, bool f16) {
+  if (f16) {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * i, 2);
+    return f16_to_f32(h);
+  }
+  float v;
+  std::memcpy(&v, row + 4 * i, 4);
+  return v;
 }
 
 void LlamaModel::ensure_scratch(int n) {
@@ -141,8 +181,10 @@ void LlamaModel::attention(int layer, int n, int pos) {
   const int group = cfg_.n_heads / cfg_.n_kv_heads;  // query heads per key/value head
   const int n_keys = pos + n;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const float* kc = key_cache_.data() + static_cast<size_t>(layer) * ctx_ * kv_dim;    // (ctx, kv_dim)
-  const float* vc = value_cache_.data() + static_cast<size_t>(layer) * ctx_ * kv_dim;  // (ctx, kv_dim)
+  const size_t es = dtype_size(opt_.kv_type), layer_off = static_cast<size_t>(layer) * ctx_ * kv_dim * es;
+  const std::byte* kc = key_cache_.data() + layer_off;    // (ctx, kv_dim) of kv_type
+  const std::byte* vc = value_cache_.data() + layer_off;  // (ctx, kv_dim) of kv_type
+  const bool f16 = opt_.kv_type == DType::F16;
 #pragma omp parallel
   {
     std::vector<float> S(static_cast<size_t>(n) * n_keys);   // (n, n_keys)
@@ -151,7 +193,7 @@ void LlamaModel::attention(int layer, int n, int pos) {
     for (int h = 0; h < n_heads; ++h) {
       const int kvh = h / group;
       // S = q_h · K_hᵀ
-      kernels::gemm_nt(DType::F32, q_.data() + h * hd, q_dim, n, kc + kvh * hd, kv_dim, 0, n_keys, hd, S.data(), n_keys);
+      kernels::gemm_nt(opt_.kv_type, q_.data() + h * hd, q_dim, n, kc + kvh * hd * es, kv_dim, 0, n_keys, hd, S.data(), n_keys);
       for (int t = 0; t < n; ++t) {
         float* row = S.data() + static_cast<size_t>(t) * n_keys;
         const int last = pos + t;  // token t attends to positions 0..last
@@ -166,11 +208,29 @@ void LlamaModel::attention(int layer, int n, int pos) {
         for (int j = 0; j <= last; ++j) row[j] *= inv;
         std::fill(row + last + 1, row + n_keys, 0.0f);
       }
-      for (int j = 0; j < n_keys; ++j)
-        for (int i = 0; i < hd; ++i) Vt[static_cast<size_t>(i) * n_keys + j] = vc[static_cast<size_t>(j) * kv_dim + kvh * hd + i];
+      for (int j = 0; j < n_keys; ++j) {
+        const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;
+        for (int i = 0; i < hd; ++i) Vt[static_cast<size_t>(i) * n_keys + j] = kv_load(vrow, i, f16);
+      }
       // out_h = S · V_h = S · (V_hᵀ)ᵀ
       kernels::gemm_nt(DType::F32, S.data(), n_keys, n, Vt.data(), n_keys, 0, hd, n_keys, att_out_.data() + h * hd, q_dim);
     }
+  }
+}
+
+// cache[l][pos..pos+n) = k, v (converted to the cache's element type)
+void LlamaModel::store_kv(int l, int n, int pos) {
+  const size_t kv_dim = static_cast<size_t>(cfg_.n_kv_heads) * cfg_.head_dim, count = static_cast<size_t>(n) * kv_dim;
+  const size_t off = (static_cast<size_t>(l) * ctx_ + pos) * kv_dim * dtype_size(opt_.kv_type);
+  if (opt_.kv_type == DType::F32) {
+    std::memcpy(key_cache_.data() + off, k_.data(), count * 4);
+    std::memcpy(value_cache_.data() + off, v_.data(), count * 4);
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    const uint16_t hk = f32_to_f16(k_[i]), hv = f32_to_f16(v_[i]);
+    std::memcpy(key_cache_.data() + off + 2 * i, &hk, 2);
+    std::memcpy(value_cache_.data() + off + 2 * i, &hv, 2);
   }
 }
 
@@ -179,6 +239,7 @@ void LlamaModel::forward(const int* tokens, int n, int pos, float* logits, int l
   if (logits_from < 0 || logits_from > n) throw Error(fmt::format("logits_from {} outside 0..{}", logits_from, n));
   if (ctx_ == 0 || pos < 0 || pos + n > ctx_)
     throw Error(fmt::format("positions {}..{} exceed the context of {} tokens", pos, pos + n - 1, ctx_));
+  check_budget(n);
   ensure_scratch(n);
   const int dim = cfg_.dim, hd = cfg_.head_dim, half = hd / 2;
   const int q_dim = cfg_.n_heads * hd, kv_dim = cfg_.n_kv_heads * hd, hidden = cfg_.hidden_dim;
@@ -187,11 +248,13 @@ void LlamaModel::forward(const int* tokens, int n, int pos, float* logits, int l
   for (int t = 0; t < n; ++t) {
     if (tokens[t] < 0 || tokens[t] >= cfg_.vocab_size)
       throw Error(fmt::format("token id {} outside the vocabulary of {}", tokens[t], cfg_.vocab_size));
-    embed_->row(tokens[t], x_.data() + static_cast<size_t>(t) * dim);
+    if (streamer_) streamer_->embedding_row(tokens[t], x_.data() + static_cast<size_t>(t) * dim);
+    else embed_->row(tokens[t], x_.data() + static_cast<size_t>(t) * dim);
   }
+  if (streamer_) streamer_->drop_embedding_pages();
 
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    LayerWeights& L = layers_[l];
+    const LayerWeights& L = streamer_ ? streamer_->layer(l) : layers_[l];
     // ---- attention block ----
     rmsnorm(xb_.data(), x_.data(), L.attn_norm.data(), n, dim, cfg_.norm_eps);  // xb: (n, dim)
     L.wq->forward(xb_.data(), n, q_.data());                                   // q: (n, q_dim)
@@ -206,9 +269,7 @@ void LlamaModel::forward(const int* tokens, int n, int pos, float* logits, int l
         rope_rotate(k_.data() + static_cast<size_t>(t) * kv_dim + h * hd, hd, cfg_.rope_interleaved, cs, sn);
     }
     // cache[l][pos..pos+n) = k, v
-    const size_t cache_off = (static_cast<size_t>(l) * ctx_ + pos) * kv_dim;
-    std::copy(k_.begin(), k_.begin() + static_cast<size_t>(n) * kv_dim, key_cache_.begin() + cache_off);
-    std::copy(v_.begin(), v_.begin() + static_cast<size_t>(n) * kv_dim, value_cache_.begin() + cache_off);
+    store_kv(l, n, pos);
     attention(l, n, pos);                                                      // att_out: (n, q_dim)
     L.wo->forward(att_out_.data(), n, xb_.data());                             // xb: (n, dim)
     for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
@@ -231,10 +292,12 @@ void LlamaModel::forward(const int* tokens, int n, int pos, float* logits, int l
   if (m <= 0) return;
   const float* xs = x_.data() + static_cast<size_t>(logits_from) * dim;
   rmsnorm(xb_.data(), xs, final_norm_.data(), m, dim, cfg_.norm_eps);        // xb: (m, dim)
-  output_ptr_->forward(xb_.data(), m, logits);                               // logits: (m, vocab)
+  const Linear& head = streamer_ ? streamer_->head() : *output_ptr_;
+  head.forward(xb_.data(), m, logits);                                       // logits: (m, vocab)
 }
 
 uint64_t LlamaModel::weight_bytes_per_token() const {
+  if (streamer_) return streamer_->bytes_per_token();
   uint64_t b = embed_->weight_bytes() / std::max<int64_t>(1, embed_->rows());  // one row
   for (const auto& L : layers_) {
     for (const Linear* m : {L.wq.get(), L.wk.get(), L.wv.get(), L.wo.get(), L.gate.get(), L.up.get(), L.down.get()})

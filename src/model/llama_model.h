@@ -8,26 +8,27 @@
 #include <vector>
 
 #include "lsb/tensor_source.h"
+#include "model/layer_weights.h"
 #include "model/linear.h"
 
 namespace lsb {
 
-struct LayerWeights {
-  std::vector<float> attn_norm;         // (dim)
-  std::vector<float> ffn_norm;          // (dim)
-  std::unique_ptr<Linear> wq;           // (n_heads*head_dim, dim)
-  std::unique_ptr<Linear> wk;           // (n_kv_heads*head_dim, dim)
-  std::unique_ptr<Linear> wv;           // (n_kv_heads*head_dim, dim)
-  std::unique_ptr<Linear> wo;           // (dim, n_heads*head_dim)
-  std::unique_ptr<Linear> gate;         // (hidden_dim, dim)   w1 in llama2.c
-  std::unique_ptr<Linear> up;           // (hidden_dim, dim)   w3
-  std::unique_ptr<Linear> down;         // (dim, hidden_dim)   w2
+
+class LayerStreamer;
+
+struct ModelOptions {
+  // 0: the whole model resident (memory-mapped). Otherwise everything resident — weights in use,
+  // the unit being prefetched, KV cache, activations, buffers — stays within this many bytes,
+  // streaming one layer at a time from a .lsb file.
+  uint64_t mem_budget = 0;
+  DType kv_type = DType::F32;  // KV cache element type: F32 or F16
 };
 
 class LlamaModel {
  public:
   // Loads weights from `src` (checked against its config); `src` is kept alive by the model.
-  explicit LlamaModel(std::shared_ptr<TensorSource> src);
+  explicit LlamaModel(std::shared_ptr<TensorSource> src, const ModelOptions& opt = {});
+  ~LlamaModel();
 
   const ModelConfig& config() const { return cfg_; }
   const TensorSource& source() const { return *src_; }
@@ -48,14 +49,24 @@ class LlamaModel {
   uint64_t weight_bytes_per_token() const;
   uint64_t n_params() const;
   const Linear& output() const { return *output_ptr_; }
-  const std::vector<LayerWeights>& layers() const { return layers_; }
+  bool streaming() const { return streamer_ != nullptr; }
+  // Bytes the streaming runtime needs resident for a batch of n tokens with the current context
+  // (weights units, KV cache, activations, the process itself); 0 when not streaming.
+  uint64_t streaming_need(int n) const;
 
  private:
   void attention(int layer, int n, int pos);
   void ensure_scratch(int n);
+  void check_budget(int n) const;
+  void store_kv(int l, int n, int pos);
+  uint64_t kv_bytes() const;
+  uint64_t scratch_bytes(int n) const;
 
   std::shared_ptr<TensorSource> src_;
   ModelConfig cfg_;
+  ModelOptions opt_;
+  std::unique_ptr<LayerStreamer> streamer_;  // set when streaming under a memory budget
+  uint64_t base_rss_ = 0;                    // the process before any weights or buffers
   std::unique_ptr<Linear> embed_;   // (vocab, dim)
   std::vector<LayerWeights> layers_;
   std::vector<float> final_norm_;   // (dim)
@@ -63,8 +74,8 @@ class LlamaModel {
   const Linear* output_ptr_ = nullptr;
 
   int ctx_ = 0;
-  std::vector<float> key_cache_;    // (n_layers, ctx, n_kv_heads*head_dim)
-  std::vector<float> value_cache_;  // (n_layers, ctx, n_kv_heads*head_dim)
+  // (n_layers, ctx, n_kv_heads*head_dim) elements of kv_type (f32 or f16 bits)
+  std::vector<std::byte> key_cache_, value_cache_;
   std::vector<float> rope_cos_, rope_sin_;  // (ctx, head_dim/2)
 
   // Scratch for n tokens.

@@ -1,0 +1,96 @@
+// Layer streaming under --mem-budget: same logits as resident mode, refusal of budgets that
+// cannot work (naming the minimum), and peak RSS within the budget, measured by the OS.
+#include <fstream>
+#include <regex>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "model/llama_model.h"
+#include "runtime/session.h"
+#include "runtime/threads.h"
+#include "test_util.h"
+
+namespace {
+
+// bookworm-27m compressed once per test process (lsb1 everywhere: the smallest file).
+const std::string& bookworm_lsb() {
+  static const std::string path = [] {
+    const std::string out = (lsbtest::temp_dir() / "bookworm-lsb1.lsb").string();
+    auto r = lsbtest::run_lsb("compress " + LSB_SHARED("models/bookworm-27m") + " -o " + out + " --scheme lsb1 -t 2", 300);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return out;
+  }();
+  return path;
+}
+
+std::vector<float> all_logits(lsb::LlamaModel& m, const std::vector<int>& toks) {
+  const int n = static_cast<int>(toks.size()), vocab = m.config().vocab_size;
+  std::vector<float> out(static_cast<size_t>(n) * vocab);
+  m.reset(n + 8);
+  m.forward(toks.data(), n, 0, out.data(), 0);
+  // then a few single-token steps, the decode path
+  std::vector<float> one(vocab);
+  for (int i = 0; i < 4; ++i) {
+    m.forward(&toks[i], 1, n + i, one.data(), 0);
+    out.insert(out.end(), one.begin(), one.end());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(Streaming, SameLogitsAsResidentBitForBit) {
+  lsb::set_threads(2);
+  const std::vector<int> toks = {1, 337, 6228, 1974, 273, 265, 436, 4067, 7967, 2450, 323, 286, 1125, 1659};
+  auto src = lsb::open_model(bookworm_lsb());
+  lsb::LlamaModel resident(std::shared_ptr<lsb::TensorSource>(std::move(src)));
+  lsb::ModelOptions opt;
+  opt.mem_budget = 64ull << 20;
+  lsb::LlamaModel streamed(std::shared_ptr<lsb::TensorSource>(lsb::open_model(bookworm_lsb())), opt);
+  ASSERT_TRUE(streamed.streaming());
+  ASSERT_FALSE(resident.streaming());
+  const auto a = all_logits(resident, toks);
+  const auto b = all_logits(streamed, toks);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << "logit " << i;
+  // Two passes over the model: the second is served by the prefetch pipeline.
+  EXPECT_EQ(streamed.weight_bytes_per_token() > 0, true);
+}
+
+TEST(Streaming, TooSmallBudgetIsRefusedWithTheMinimum) {
+  auto r = lsbtest::run_lsb("run " + bookworm_lsb() + " -p Hello -n 4 --temp 0 --mem-budget 4M");
+  EXPECT_EQ(r.exit_code, 1);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.err, m, std::regex("needs at least ([0-9]+) MiB"))) << r.err;
+  const int need = std::stoi(m[1]);
+  EXPECT_GT(need, 4);
+  EXPECT_NE(r.err.find("KV cache"), std::string::npos);
+  // The minimum it names is enough.
+  auto ok = lsbtest::run_lsb("run " + bookworm_lsb() + " -p Hello -n 4 --temp 0 --mem-budget " + std::to_string(need + 1) + "M");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  // Streaming needs a .lsb file.
+  auto hf = lsbtest::run_lsb("run " + LSB_SHARED("models/bookworm-27m") + " -p Hello -n 4 --mem-budget 100M");
+  EXPECT_EQ(hf.exit_code, 1);
+  EXPECT_NE(hf.err.find(".lsb"), std::string::npos);
+}
+
+TEST(Streaming, PeakRssStaysWithinBudgetAndTextMatches) {
+  const std::string budget = "20M";
+  const auto dir = lsbtest::temp_dir();
+  const std::string time_out = (dir / "time.txt").string();
+  auto r = lsbtest::run_lsb("run " + bookworm_lsb() + " -p \"It is a truth\" -n 24 --temp 0 --json --mem-budget " + budget);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto resident = lsbtest::run_lsb("run " + bookworm_lsb() + " -p \"It is a truth\" -n 24 --temp 0 --json");
+  ASSERT_EQ(resident.exit_code, 0) << resident.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["tokens"], nlohmann::json::parse(resident.out)["tokens"]);
+  // Peak RSS from the OS: /usr/bin/time -v around the same command.
+  const std::string cmd = "/usr/bin/time -f %M -o " + time_out + " " + std::string(LSB_EXE) + " run " + bookworm_lsb() +
+                          " -p Hi -n 24 --temp 0 --mem-budget " + budget + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::ifstream f(time_out);
+  long kib = 0;
+  f >> kib;
+  EXPECT_GT(kib, 1000);
+  EXPECT_LE(kib * 1024L, 20L << 20) << "peak RSS " << kib << " KiB over the 20 MiB budget";
+}

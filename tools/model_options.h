@@ -1,0 +1,30 @@
+// Options every command that runs a model shares: --mem-budget and --kv-type.
+#pragma once
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "model/llama_model.h"
+#include "runtime/session.h"
+
+namespace lsb::cli {
+
+struct ModelCliOptions {
+  std::string mem_budget, kv_type = "f32";
+  void add_to(CLI::App* c) {
+    c->add_option("--mem-budget", mem_budget,
+                  "stream layers from a .lsb file so that everything resident stays within SIZE (e.g. 400M, 2G)");
+    c->add_option("--kv-type", kv_type, "KV cache element type: f32 or f16")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"f32", "f16"}));
+  }
+  ModelOptions get() const {
+    ModelOptions o;
+    if (!mem_budget.empty()) o.mem_budget = parse_size(mem_budget);
+    o.kv_type = kv_type == "f16" ? DType::F16 : DType::F32;
+    return o;
+  }
+};
+
+}  // namespace lsb::cli
