@@ -12,17 +12,22 @@ namespace lsb::cli {
 
 struct ModelCliOptions {
   std::string mem_budget, kv_type = "f32";
+  bool drop_page_cache = false;
   void add_to(CLI::App* c) {
     c->add_option("--mem-budget", mem_budget,
                   "stream layers from a .lsb file so that everything resident stays within SIZE (e.g. 400M, 2G)");
     c->add_option("--kv-type", kv_type, "KV cache element type: f32 or f16")
         ->capture_default_str()
         ->check(CLI::IsMember({"f32", "f16"}));
+    c->add_flag("--drop-page-cache", drop_page_cache,
+                "with --mem-budget: drop streamed layers from the OS page cache after reading them, so every token "
+                "reads from the disk");
   }
   ModelOptions get() const {
     ModelOptions o;
     if (!mem_budget.empty()) o.mem_budget = parse_size(mem_budget);
     o.kv_type = kv_type == "f16" ? DType::F16 : DType::F32;
+    o.drop_page_cache = drop_page_cache;
     return o;
   }
 };

@@ -120,6 +120,28 @@ HWY_INLINE void Tile4x4(const float* const* xs, const T* const* ws, int64_t K, f
       for (int j = 0; j < 4; ++j) out[i][j] += xs[i][k] * ScalarToF32(ws[j][k]);
 }
 
+// One token against four weight rows (the remainder tokens of a batch, and single-token calls).
+template <typename T>
+HWY_INLINE void Tile1x4(const float* HWY_RESTRICT x, const T* const* ws, int64_t K, float out[4]) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t vec_end = K - K % N;
+  auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+  for (int64_t k = 0; k < vec_end; k += N) {
+    const auto xv = hn::LoadU(df, x + k);
+    a0 = hn::MulAdd(LoadAsF32(df, ws[0] + k), xv, a0);
+    a1 = hn::MulAdd(LoadAsF32(df, ws[1] + k), xv, a1);
+    a2 = hn::MulAdd(LoadAsF32(df, ws[2] + k), xv, a2);
+    a3 = hn::MulAdd(LoadAsF32(df, ws[3] + k), xv, a3);
+  }
+  out[0] = hn::GetLane(hn::SumOfLanes(df, a0));
+  out[1] = hn::GetLane(hn::SumOfLanes(df, a1));
+  out[2] = hn::GetLane(hn::SumOfLanes(df, a2));
+  out[3] = hn::GetLane(hn::SumOfLanes(df, a3));
+  for (int64_t k = vec_end; k < K; ++k)
+    for (int j = 0; j < 4; ++j) out[j] += x[k] * ScalarToF32(ws[j][k]);
+}
+
 // y[t * ldy + r] = dot(x[t * ldx : +K], w[r * ldw : +K]) for t < n, r0 <= r < r1.
 template <typename T>
 void GemmNT(const float* HWY_RESTRICT x, int64_t ldx, int64_t n, const T* HWY_RESTRICT w, int64_t ldw, int64_t r0,
@@ -132,13 +154,16 @@ void GemmNT(const float* HWY_RESTRICT x, int64_t ldx, int64_t n, const T* HWY_RE
       const int64_t nr = std::min<int64_t>(4, r1 - r);
       const T* ws[4];
       for (int j = 0; j < 4; ++j) ws[j] = w + (r + (j < nr ? j : 0)) * ldw;
-      for (int64_t t = tb; t < te; t += 4) {
-        const int64_t nt = std::min<int64_t>(4, te - t);
-        const float* xs[4];
-        for (int i = 0; i < 4; ++i) xs[i] = x + (t + (i < nt ? i : 0)) * ldx;
+      int64_t t = tb;
+      for (; t + 4 <= te; t += 4) {
+        const float* xs[4] = {x + t * ldx, x + (t + 1) * ldx, x + (t + 2) * ldx, x + (t + 3) * ldx};
         Tile4x4(xs, ws, K, out);
-        for (int64_t i = 0; i < nt; ++i)
+        for (int64_t i = 0; i < 4; ++i)
           for (int64_t j = 0; j < nr; ++j) y[(t + i) * ldy + r + j] = out[i][j];
+      }
+      for (; t < te; ++t) {
+        Tile1x4(x + t * ldx, ws, K, out[0]);
+        for (int64_t j = 0; j < nr; ++j) y[t * ldy + r + j] = out[0][j];
       }
     }
   }

@@ -53,7 +53,7 @@ LlamaModel::LlamaModel(std::shared_ptr<TensorSource> src, const ModelOptions& op
     base_rss_ = current_rss_bytes();
     const TensorInfo& norm = s.get("model.norm.weight");
     final_norm_ = load_vector(norm, s.data(norm), cfg_.dim, s.describe());
-    streamer_ = std::make_unique<LayerStreamer>(lsb_file, cfg_);
+    streamer_ = std::make_unique<LayerStreamer>(lsb_file, cfg_, opt_.drop_page_cache);
     check_budget(1);
     return;
   }
@@ -207,6 +207,19 @@ void LlamaModel::attention(int layer, int n, int pos) {
         const float inv = 1.0f / sum;
         for (int j = 0; j <= last; ++j) row[j] *= inv;
         std::fill(row + last + 1, row + n_keys, 0.0f);
+      }
+      if (n < 4) {
+        // Few tokens (decoding): out_h[t] = Σ_j S[t, j] · V_h[j], without transposing V.
+        for (int t = 0; t < n; ++t) {
+          float* out = att_out_.data() + static_cast<size_t>(t) * q_dim + h * hd;
+          std::fill(out, out + hd, 0.0f);
+          const float* p = S.data() + static_cast<size_t>(t) * n_keys;
+          for (int j = 0; j <= pos + t; ++j) {
+            const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;
+            for (int i = 0; i < hd; ++i) out[i] += p[j] * kv_load(vrow, i, f16);
+          }
+        }
+        continue;
       }
       for (int j = 0; j < n_keys; ++j) {
         const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;

@@ -22,6 +22,9 @@ struct ModelOptions {
   // streaming one layer at a time from a .lsb file.
   uint64_t mem_budget = 0;
   DType kv_type = DType::F32;  // KV cache element type: F32 or F16
+  // Streaming only: drop each unit from the OS page cache after reading it, so every token reads
+  // the weights from the disk (for measuring disk-bound speed on a machine with spare RAM).
+  bool drop_page_cache = false;
 };
 
 class LlamaModel {

@@ -32,8 +32,9 @@ uint64_t repack_estimate(const TensorInfo& t) {
 
 }  // namespace
 
-LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const ModelConfig& cfg)
-    : reader_(std::move(reader)), cfg_(cfg) {
+LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const ModelConfig& cfg,
+                             bool drop_page_cache)
+    : reader_(std::move(reader)), cfg_(cfg), drop_page_cache_(drop_page_cache) {
   const auto& tensors = reader_->tensors();
   const auto& entries = reader_->entries();
   verified_.assign(tensors.size(), 0);
@@ -132,6 +133,7 @@ void LayerStreamer::load(int unit, Slot& s) {
     done += static_cast<uint64_t>(n);
   }
   bytes_read_ += u.size;
+  if (drop_page_cache_) ::posix_fadvise(fd_, static_cast<off_t>(u.offset), static_cast<off_t>(u.size), POSIX_FADV_DONTNEED);
   const auto& tensors = reader_->tensors();
   const auto& entries = reader_->entries();
   auto bytes_of = [&](size_t i) {

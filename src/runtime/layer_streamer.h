@@ -33,7 +33,7 @@ struct StreamFootprint {
 
 class LayerStreamer {
  public:
-  LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const ModelConfig& cfg);
+  LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const ModelConfig& cfg, bool drop_page_cache = false);
   ~LayerStreamer();
   LayerStreamer(const LayerStreamer&) = delete;
   LayerStreamer& operator=(const LayerStreamer&) = delete;
@@ -79,6 +79,7 @@ class LayerStreamer {
   std::vector<char> verified_;          // per tensor: checksum checked once
   StreamFootprint footprint_;
   int fd_ = -1;
+  bool drop_page_cache_ = false;
   std::atomic<uint64_t> bytes_read_{0};
 
   // Embedding read through its own map.

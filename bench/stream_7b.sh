@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Streaming benchmark on SYNTHETIC checkpoints at real shapes (issue 5). Not part of ctest.
+#   1. lsb synth mistral-7b (bf16, HF layout), then lsb compress it (peak RSS, throughput);
+#   2. the disk's sequential read rate (O_DIRECT, page cache bypassed), measured in the same run;
+#   3. decode 16 tokens with --mem-budget 400M, every layer re-read from the disk
+#      (--drop-page-cache): peak RSS (/usr/bin/time -v), s/token, bytes read per token, and the
+#      ratio of achieved to disk-bound speed;
+#   4. tinyllama-1.1b resident versus --mem-budget 64M: tokens/s of both.
+# Every figure printed here is from a synthetic model. Usage: bench/stream_7b.sh [WORKDIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LSB=${LSB:-./build/lsb}
+WORK=${1:-build/bench-stream}
+THREADS=${THREADS:-2}
+mkdir -p "$WORK"
+rss() { awk -F': ' '/Maximum resident set size/ {printf "%.1f MiB", $2/1024}' "$1"; }
+wall() { awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$1"; }
+
+echo "== [synthetic] mistral-7b: synthesize"
+[[ -f "$WORK/mistral-7b/config.json" ]] || /usr/bin/time -v "$LSB" synth --shape mistral-7b -o "$WORK/mistral-7b" --seed 1 -t "$THREADS" 2> "$WORK/synth.time" >/dev/null
+echo "== [synthetic] mistral-7b: compress (default recipe)"
+/usr/bin/time -v "$LSB" compress "$WORK/mistral-7b" -o "$WORK/mistral-7b.lsb" -t "$THREADS" --json > "$WORK/compress.json" 2> "$WORK/compress.time"
+python3 - "$WORK/compress.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+big = max(t["params"] if "params" in t else t["shape"][0] * (t["shape"][1] if len(t["shape"]) > 1 else 1) for t in j["tensors"])
+print(f"[synthetic] compress: {j['params']/1e9:.2f} B params, {j['input_bytes']/1e9:.2f} GB -> {j['output_bytes']/1e9:.3f} GB, "
+      f"{j['bpw']:.3f} bpw, {j['seconds']:.0f} s ({j['input_bytes']/1e6/j['seconds']:.0f} MB/s of input), "
+      f"peak RSS {j['peak_rss_bytes']/2**20:.0f} MiB (bound 2 x largest float32 tensor + 64 MB = {(2*4*big+64e6)/2**20:.0f} MiB)")
+PY
+echo "   /usr/bin/time: peak RSS $(rss "$WORK/compress.time"), wall $(wall "$WORK/compress.time")"
+
+echo "== disk sequential read rate (O_DIRECT)"
+DISK=$(dd if="$WORK/mistral-7b.lsb" of=/dev/null bs=16M iflag=direct 2>&1 | awk '/copied/ {print $(NF-1), $NF}')
+echo "   $DISK"
+
+echo "== [synthetic] mistral-7b: decode 16 tokens, --mem-budget 400M, layers re-read from disk"
+/usr/bin/time -v "$LSB" bench "$WORK/mistral-7b.lsb" --mem-budget 400M --drop-page-cache --kv-type f16 \
+  --prompt-tokens 1 --decode-tokens 16 --reps 1 -t "$THREADS" --json > "$WORK/decode.json" 2> "$WORK/decode.time"
+python3 - "$WORK/decode.json" "$DISK" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["models"][0]
+val, unit = sys.argv[2].split()
+disk = float(val) * {"GB/s": 1e9, "MB/s": 1e6, "kB/s": 1e3}[unit]
+tps = j["decode_tok_per_s"]["median"]
+bpt = j["weight_bytes_per_token"]
+bound = disk / bpt
+print(f"[synthetic] decode: {1/tps:.2f} s/token, {bpt/1e6:.0f} MB read per token, disk {disk/1e6:.0f} MB/s "
+      f"-> disk-bound {bound:.3f} tok/s; achieved {tps:.3f} tok/s = {tps/bound:.2f} of disk-bound")
+PY
+echo "   /usr/bin/time: peak RSS $(rss "$WORK/decode.time") (budget 400 MiB)"
+
+echo "== [synthetic] tinyllama-1.1b: resident vs --mem-budget 64M (lsb1 everywhere)"
+[[ -f "$WORK/tinyllama/config.json" ]] || "$LSB" synth --shape tinyllama-1.1b -o "$WORK/tinyllama" --seed 1 -t "$THREADS" >/dev/null
+[[ -f "$WORK/tinyllama.lsb" ]] || "$LSB" compress "$WORK/tinyllama" -o "$WORK/tinyllama.lsb" --scheme lsb1 -t "$THREADS" >/dev/null
+/usr/bin/time -v "$LSB" bench "$WORK/tinyllama.lsb" --prompt-tokens 16 --decode-tokens 32 --reps 3 -t "$THREADS" --json > "$WORK/tiny_resident.json" 2> "$WORK/tiny_resident.time"
+/usr/bin/time -v "$LSB" bench "$WORK/tinyllama.lsb" --mem-budget 64M --kv-type f16 --prompt-tokens 16 --decode-tokens 32 --reps 3 -t "$THREADS" --json > "$WORK/tiny_stream.json" 2> "$WORK/tiny_stream.time"
+python3 - "$WORK/tiny_resident.json" "$WORK/tiny_stream.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["models"][0]; s = json.load(open(sys.argv[2]))["models"][0]
+print(f"[synthetic] tinyllama-1.1b decode: resident {r['decode_tok_per_s']['median']:.1f} tok/s, "
+      f"--mem-budget 64M {s['decode_tok_per_s']['median']:.1f} tok/s")
+PY
+echo "   peak RSS: resident $(rss "$WORK/tiny_resident.time"), streaming $(rss "$WORK/tiny_stream.time") (budget 64 MiB)"
