@@ -148,7 +148,7 @@ TEST(CompressMetrics, AccumulatorEqualsCompareBitForBit) {
     a[i] = g(rng);
     b[i] = a[i] + 0.1f * g(rng);
   }
-  lsb::format::MetricsAccumulator acc;
+  lsb::quant::MetricsAccumulator acc;
   for (size_t i = 0; i < a.size(); i += 1000) acc.add(a.data() + i, b.data() + i, std::min<size_t>(1000, a.size() - i));
   const auto x = acc.result(), y = lsb::quant::compare(a.data(), b.data(), a.size());
   EXPECT_EQ(x.mae, y.mae);

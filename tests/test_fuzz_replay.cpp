@@ -48,7 +48,7 @@ size_t replay(const std::string& parser) {
   return n;
 }
 
-class FuzzReplay : public ::testing::TestWithParam<std::string> {
+class Corpus : public ::testing::TestWithParam<std::string> {
  protected:
   static void TearDownTestSuite() {
     std::error_code ec;
@@ -56,9 +56,9 @@ class FuzzReplay : public ::testing::TestWithParam<std::string> {
   }
 };
 
-TEST_P(FuzzReplay, CorpusLoadsOrFailsCleanly) { EXPECT_GT(replay(GetParam()), 0u); }
+TEST_P(Corpus, LoadsOrFailsCleanly) { EXPECT_GT(replay(GetParam()), 0u); }
 
-INSTANTIATE_TEST_SUITE_P(Corpus, FuzzReplay,
+INSTANTIATE_TEST_SUITE_P(FuzzReplay, Corpus,
                          ::testing::Values("safetensors", "config", "hf_index", "llama2c", "llama2c_tokenizer", "lsb",
                                            "gguf"),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });

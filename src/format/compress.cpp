@@ -1,7 +1,6 @@
 #include "format/compress.h"
 
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -23,47 +22,11 @@
 #include "lsb/error.h"
 #include "model/model_tensors.h"
 #include "model/tokenizer.h"
+#include "quant/tensor_float.h"
 #include "runtime/progress.h"
+#include "runtime/sysinfo.h"
 
 namespace lsb::format {
-
-void MetricsAccumulator::add(const float* ref, const float* q, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    const double w = ref[i], v = q[i], d = w - v;
-    abs_sum_ += std::fabs(d);
-    err2_ += d * d;
-    ref2_ += w * w;
-    q2_ += v * v;
-    dot_ += w * v;
-    max_err_ = std::fmax(max_err_, std::fabs(d));
-  }
-  n_ += n;
-}
-
-quant::TensorMetrics MetricsAccumulator::result() const {
-  // Same formulas as quant::compare().
-  quant::TensorMetrics m;
-  m.n = n_;
-  const double inf = std::numeric_limits<double>::infinity();
-  if (n_ > 0) {
-    m.mae = abs_sum_ / static_cast<double>(n_);
-    m.mse = err2_ / static_cast<double>(n_);
-  }
-  m.max_abs_err = max_err_;
-  m.rel_l2 = ref2_ > 0 ? std::sqrt(err2_ / ref2_) : (err2_ > 0 ? inf : 0.0);
-  m.snr_db = err2_ > 0 ? (ref2_ > 0 ? 10.0 * std::log10(ref2_ / err2_) : -inf) : inf;
-  if (ref2_ > 0 && q2_ > 0)
-    m.cosine = dot_ / (std::sqrt(ref2_) * std::sqrt(q2_));
-  else
-    m.cosine = (ref2_ == 0 && q2_ == 0) ? 1.0 : 0.0;
-  return m;
-}
-
-uint64_t peak_rss_bytes() {
-  struct rusage ru {};
-  ::getrusage(RUSAGE_SELF, &ru);
-  return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports kilobytes
-}
 
 namespace {
 
@@ -81,29 +44,6 @@ int layer_of(std::string_view name) {
   return digits && i < name.size() && name[i] == '.' ? layer : -1;
 }
 
-// Source tensor -> float, whatever its stored type.
-std::vector<float> to_float(const TensorInfo& t, std::span<const std::byte> d, const std::string& where) {
-  const auto n = static_cast<size_t>(t.numel());
-  std::vector<float> w(n);
-  switch (t.dtype) {
-    case DType::F32: std::memcpy(w.data(), d.data(), n * 4); break;
-    case DType::F16:
-    case DType::BF16:
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, d.data() + 2 * i, 2);
-        w[i] = t.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
-      }
-      break;
-    default: {
-      const quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
-      quant::dequantize(t.dtype, d, t.rows(), t.cols(), p, w.data());
-    }
-  }
-  (void)where;
-  return w;
-}
-
 // Returns the source's pages to the kernel once a tensor is done: the map is read-only, so they
 // are simply dropped, and they do not count toward this process's peak RSS.
 void release_pages(std::span<const std::byte> d) {
@@ -117,7 +57,7 @@ void release_pages(std::span<const std::byte> d) {
 // Compares the stored blob with the float weights a block of rows at a time.
 quant::TensorMetrics measure(DType dt, std::span<const std::byte> blob, const float* w, int64_t rows, int64_t cols,
                              const quant::SchemeParams& p, const std::string& where, uint64_t* outliers) {
-  MetricsAccumulator acc;
+  quant::MetricsAccumulator acc;
   *outliers = 0;
   if (dt == DType::F32) {
     acc.add(w, reinterpret_cast<const float*>(blob.data()), static_cast<size_t>(rows * cols));
@@ -253,7 +193,7 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     const TensorInfo& in = *order[i];
     const std::span<const std::byte> sd = src->data(in);
     XXH3_64bits_update(hs, sd.data(), sd.size());
-    std::vector<float> w = to_float(in, sd, src_path);
+    std::vector<float> w = tensor_to_float(in, sd);
     release_pages(sd);
     // Non-finite weights are refused whatever the scheme (docs/HARDENING.md), naming the tensor.
     for (size_t k = 0; k < w.size(); ++k)

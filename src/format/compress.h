@@ -54,19 +54,4 @@ nlohmann::json report_json(const CompressReport& r);
 // The table both `lsb compress` and `lsb inspect` print.
 std::string tensor_table(const std::vector<TensorReport>& tensors);
 
-// Streaming version of quant::compare(): the same sums in the same index order, fed in pieces,
-// so metrics of a large tensor need no second full-size buffer. Equal to compare() bit for bit.
-class MetricsAccumulator {
- public:
-  void add(const float* ref, const float* q, size_t n);
-  quant::TensorMetrics result() const;
-
- private:
-  size_t n_ = 0;
-  double abs_sum_ = 0, err2_ = 0, ref2_ = 0, q2_ = 0, dot_ = 0, max_err_ = 0;
-};
-
-// Process peak resident set size from getrusage (bytes).
-uint64_t peak_rss_bytes();
-
 }  // namespace lsb::format

@@ -42,9 +42,18 @@ void group_sums(const float* x, int64_t n, int64_t cols, int64_t group, int64_t 
   for (int64_t t = 0; t < n; ++t)
     for (int64_t g = 0; g < ngroups; ++g) {
       const int64_t a = g * group, b = std::min(cols, a + group);
-      double s = 0;
-      for (int64_t c = a; c < b; ++c) s += x[t * cols + c];
-      gsum[t * ngroups + g] = static_cast<float>(s);
+      // Four independent double chains (one chain is add-latency bound); still exact enough.
+      const float* xt = x + t * cols;
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t c = a;
+      for (; c + 4 <= b; c += 4) {
+        s0 += xt[c];
+        s1 += xt[c + 1];
+        s2 += xt[c + 2];
+        s3 += xt[c + 3];
+      }
+      for (; c < b; ++c) s0 += xt[c];
+      gsum[t * ngroups + g] = static_cast<float>((s0 + s1) + (s2 + s3));
     }
 }
 
@@ -74,24 +83,33 @@ SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, 
   m_.cols = C;
   m_.words = pv_.words;
   m_.signs = pv_.signs;
+  // Float coefficients per row and group (4 bytes instead of the blob's 2): the kernels then
+  // neither convert f16 nor allocate per call.
   if (info.dtype == DType::PAPER) {
     m_.group = C;
     m_.ngroups = 1;
-    m_.scale = pv_.sigma;
-    m_.mean = pv_.mu;
+    fscale_.assign(static_cast<size_t>(R), pv_.sigma);
+    if (pv_.mu != 0.0f) fzero_.assign(static_cast<size_t>(R), pv_.mu - pv_.sigma);
   } else {
     m_.group = pv_.params.group_size == 0 ? C : std::min<int64_t>(pv_.params.group_size, C);
     m_.ngroups = pv_.ngroups;
-    m_.scales = pv_.scales;
-    m_.means = pv_.means;
+    const size_t ncoef = static_cast<size_t>(R) * static_cast<size_t>(m_.ngroups);
+    fscale_.resize(ncoef);
+    for (size_t i = 0; i < ncoef; ++i) fscale_[i] = f16_to_f32(pv_.scales[i]);
+    if (pv_.means) {
+      fzero_.resize(ncoef);
+      for (size_t i = 0; i < ncoef; ++i) fzero_[i] = f16_to_f32(pv_.means[i]) - fscale_[i];
+    }
   }
+  m_.fscale = fscale_.data();
+  m_.fzero = fzero_.empty() ? nullptr : fzero_.data();
   // Outliers: decode the gap stream once into columns and corrections v - (m + s), the
   // difference between the exact value and what the sign part counts for it (bit 1: m + s).
   const uint64_t total = pv_.row_value_start[R];
   const bool narrow = C <= 65536;
-  if (narrow) col16_.resize(total);
-  else col32_.resize(total);
-  corr_.resize(total);
+  if (narrow) col16_.resize(total + kOutlierPad);
+  else col32_.resize(total + kOutlierPad);
+  corr_.resize(total + kOutlierPad);
   for (int64_t r = 0; r < R; ++r) {
     const uint8_t* gp = pv_.gaps + pv_.row_gap_start[r];
     int64_t col = -1;
@@ -110,7 +128,7 @@ SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, 
         const int64_t g = col / m_.group;
         const float s = f16_to_f32(pv_.scales[r * m_.ngroups + g]);
         const float m = pv_.means ? f16_to_f32(pv_.means[r * m_.ngroups + g]) : 0.0f;
-        hi = m + s;
+        hi = m + s;  // computed from the f16 values as the reference does (not from fzero)
       }
       if (narrow) col16_[k] = static_cast<uint16_t>(col);
       else col32_[k] = static_cast<uint32_t>(col);
@@ -127,20 +145,26 @@ void SignLinear::forward(const float* x, int64_t n, float* y) const { forward_wi
 
 void SignLinear::forward_with(const float* x, int64_t n, float* y, SignKernel variant) const {
   const int64_t R = rows(), C = cols();
-  std::vector<float> gsum(static_cast<size_t>(n * m_.ngroups));
-  group_sums(x, n, C, m_.group, m_.ngroups, gsum.data());
+  // Decode needs a few group sums: keep them on the stack (no allocation per call).
+  constexpr int64_t kStackSums = 512;
+  float gsum_stack[kStackSums];
+  std::vector<float> gsum_heap;
+  const int64_t nsums = n * m_.ngroups;
+  if (nsums > kStackSums) gsum_heap.resize(static_cast<size_t>(nsums));
+  float* const gs = nsums > kStackSums ? gsum_heap.data() : gsum_stack;
+  group_sums(x, n, C, m_.group, m_.ngroups, gs);
   if (variant == SignKernel::kLut) {
     std::vector<float> luts(sign_lut_floats(C, n));
     build_sign_luts(x, n, C, luts.data());
     const int64_t lut_stride = static_cast<int64_t>(sign_lut_floats(C, 1));
     for_blocks(R, C, x, n, y, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
-      sign_gemm_lut(m_, luts.data() + t * lut_stride, nt, x + t * C, gsum.data() + t * m_.ngroups, r0, r1,
+      sign_gemm_lut(m_, luts.data() + t * lut_stride, nt, x + t * C, gs + t * m_.ngroups, r0, r1,
                     y + t * R, R);
     });
     return;
   }
   for_blocks(R, C, x, n, y, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
-    sign_gemm(m_, x + t * C, nt, gsum.data() + t * m_.ngroups, r0, r1, y + t * R, R, variant);
+    sign_gemm(m_, x + t * C, nt, gs + t * m_.ngroups, r0, r1, y + t * R, R, variant);
   });
 }
 
@@ -148,15 +172,13 @@ void SignLinear::row(int64_t r, float* out) const { pv_.dequantize_row(r, out); 
 
 uint64_t SignLinear::weight_bytes() const {
   const uint64_t R = static_cast<uint64_t>(rows());
-  uint64_t bytes = R * static_cast<uint64_t>(m_.words) * 8;
-  if (m_.scales) bytes += R * static_cast<uint64_t>(m_.ngroups) * 2;
-  if (m_.means) bytes += R * static_cast<uint64_t>(m_.ngroups) * 2;
-  return bytes + repacked_bytes();
+  // Signs in place + everything repacked (float coefficients replace the f16 scales/means).
+  return R * static_cast<uint64_t>(m_.words) * 8 + repacked_bytes();
 }
 
 uint64_t SignLinear::repacked_bytes() const {
   return col16_.size() * 2 + col32_.size() * 4 + corr_.size() * 4 + pv_.row_value_start.size() * 8 +
-         pv_.row_gap_start.size() * 8;
+         pv_.row_gap_start.size() * 8 + (fscale_.size() + fzero_.size()) * 4;
 }
 
 std::string SignLinear::kind() const { return std::string(dtype_name(pv_.dtype)); }

@@ -9,7 +9,8 @@
 // masked add per vector of columns; S_g is computed once per token and shared by all rows.
 //
 // At load, the outlier gap stream is repacked into (column, correction) pairs so that the
-// kernels need no sequential decoding; signs, scales and means are used in place.
+// kernels need no sequential decoding, and f16 scales/means become float per-group arrays;
+// signs are used in place.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,16 +31,22 @@ struct SignMatrixView {
   int64_t group = 0;    // columns per group (the last group may be shorter)
   int64_t ngroups = 0;  // groups per row
   const uint64_t* signs = nullptr;
-  const uint16_t* scales = nullptr;  // f16 [rows * ngroups]; nullptr: `scale` for every group (PAPER)
-  const uint16_t* means = nullptr;   // f16 [rows * ngroups]; nullptr: `mean` for every group
-  float scale = 0, mean = 0;
+  // Per-row, per-group coefficients converted to float once at load (the f16 scales/means of
+  // the blob would otherwise be converted on every call): fscale[r * ngroups + g] = s_g and
+  // fzero[...] = m_g - s_g, the coefficient of S_g in y; fzero == nullptr means m_g = 0 (-s_g).
+  const float* fscale = nullptr;
+  const float* fzero = nullptr;
   // Outliers of row r are entries [out_start[r], out_start[r + 1]) of out_col16 (cols <= 65536)
-  // or out_col32 (wider matrices), and out_corr (v - (m_g + s_g), in float).
+  // or out_col32 (wider matrices), and out_corr (v - (m_g + s_g), in float). The three arrays
+  // have kOutlierPad zero entries past the last outlier so that vector loads of a row's last
+  // entries never leave them (lanes past the row are masked off).
   const uint64_t* out_start = nullptr;
   const uint16_t* out_col16 = nullptr;
   const uint32_t* out_col32 = nullptr;
   const float* out_corr = nullptr;
 };
+
+inline constexpr int64_t kOutlierPad = 64;
 
 struct Q8View {
   int64_t rows = 0, cols = 0;
@@ -89,7 +96,7 @@ class SignLinear final : public Linear {
   uint64_t weight_bytes() const override;  // bytes a full pass reads (signs, scales, outliers)
   std::string kind() const override;
   uint64_t blob_bytes() const { return blob_bytes_; }
-  uint64_t repacked_bytes() const;  // memory owned by this object (outlier arrays, offsets)
+  uint64_t repacked_bytes() const;  // memory owned by this object (outlier arrays, offsets, float coefs)
   const SignMatrixView& view() const { return m_; }
 
  private:
@@ -98,6 +105,7 @@ class SignLinear final : public Linear {
   std::vector<uint16_t> col16_;
   std::vector<uint32_t> col32_;
   std::vector<float> corr_;
+  std::vector<float> fscale_, fzero_;
   SignMatrixView m_;
 };
 

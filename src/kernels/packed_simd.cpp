@@ -24,6 +24,16 @@ using VF = hn::Vec<DF>;
 // Mask of the sign bits of columns [c, c + Lanes) of one row; c is a multiple of Lanes.
 HWY_INLINE hn::Mask<DF> SignMask(DF d, const uint64_t* HWY_RESTRICT w, int64_t c) {
   const size_t N = hn::Lanes(d);
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  // kmovw k, m16: a load-port uop (LoadMaskBits goes through a GPR and kmov on port 5, which
+  // is also where the masked adds want to run).
+  if (N == 16) {
+    // GCC turns _load_mask16 into movzx + kmovw k, r32; spell out the memory form.
+    __mmask16 k;
+    asm("kmovw %1, %0" : "=k"(k) : "m"(*(reinterpret_cast<const uint16_t*>(w) + (c >> 4))));
+    return hn::Mask<DF>{k};
+  }
+#endif
   if (N >= 8) return hn::LoadMaskBits(d, reinterpret_cast<const uint8_t*>(w) + (c >> 3));
   // Fewer than 8 lanes: the bits do not start on a byte, so test them in a broadcast word.
   const hn::RebindToUnsigned<DF> du;
@@ -51,35 +61,29 @@ HWY_INLINE float Sum(DF d, VF v) { return hn::GetLane(hn::SumOfLanes(d, v)); }
 
 HWY_INLINE bool Bit(const uint64_t* w, int64_t c) { return (w[c >> 6] >> (c & 63)) & 1u; }
 
-// Converts n f16 values to float.
-void F16ToF32(const uint16_t* HWY_RESTRICT in, int64_t n, float* HWY_RESTRICT out) {
-  const DF df;
-  const hn::Rebind<hwy::float16_t, DF> dh;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const auto* h = reinterpret_cast<const hwy::float16_t*>(in);
-  int64_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, h + i)), df, out + i);
-  for (; i < n; ++i) out[i] = f16_to_f32(in[i]);
-}
-
-// Per-row, per-group float coefficients of a block of up to 4 rows: scale s and the
-// coefficient of S_g in y (m - s for the masked-add form, m for sign-select).
+// Per-group float coefficients of a block of 4 rows (repacked at load, see SignMatrixView):
+// s[i][g] = s_g of row i; z(i, g) = coefficient of S_g in y: m - s for the masked-add form,
+// m for sign-select. No conversion, no allocation per call.
 struct GroupCoefs {
-  std::vector<float> s, z;  // [4 * ngroups]
-  void fill(const SignMatrixView& w, const int64_t* rows, bool select) {
-    const int64_t G = w.ngroups;
-    s.resize(static_cast<size_t>(4 * G));
-    z.resize(static_cast<size_t>(4 * G));
+  const float* s[4];
+  const float* z[4];  // m - s; nullptr when m = 0
+  bool select = false;
+  void set(const SignMatrixView& w, const int64_t* rows, bool sel) {
+    select = sel;
     for (int i = 0; i < 4; ++i) {
-      float* si = s.data() + i * G;
-      float* zi = z.data() + i * G;
-      if (w.scales) F16ToF32(w.scales + rows[i] * G, G, si);
-      else std::fill(si, si + G, w.scale);
-      if (w.means) F16ToF32(w.means + rows[i] * G, G, zi);
-      else std::fill(zi, zi + G, w.mean);
-      if (!select)
-        for (int64_t g = 0; g < G; ++g) zi[g] -= si[g];
+      s[i] = w.fscale + rows[i] * w.ngroups;
+      z[i] = w.fzero ? w.fzero + rows[i] * w.ngroups : nullptr;
     }
+  }
+  float zc(int i, int64_t g) const {
+    if (select) return z[i] ? z[i][g] + s[i][g] : 0.0f;
+    return z[i] ? z[i][g] : -s[i][g];
+  }
+  // sum_g z(i, g) S_g
+  float zdot(int i, const float* HWY_RESTRICT gsum, int64_t G) const {
+    float u = 0;
+    for (int64_t g = 0; g < G; ++g) u += zc(i, g) * gsum[g];
+    return u;
   }
 };
 
@@ -97,13 +101,37 @@ HWY_INLINE float Outliers(const SignMatrixView& w, int64_t r, const float* x) {
   return w.out_col16 ? OutlierDot(w.out_col16, w.out_corr, b, e, x) : OutlierDot(w.out_col32, w.out_corr, b, e, x);
 }
 
+// acc + corr * x[col] over row r's outliers, lane-wise (the caller's horizontal sum adds them):
+// one gather of x per N outliers instead of a serial chain of scalar products. Lanes past the
+// row read the next row's (or the padding's) entries, whose columns are valid; they are zeroed.
+HWY_INLINE VF OutlierVec(DF df, const SignMatrixView& w, int64_t r, const float* HWY_RESTRICT x, VF acc) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t b = static_cast<int64_t>(w.out_start[r]), e = static_cast<int64_t>(w.out_start[r + 1]);
+  const hn::RebindToSigned<DF> di;
+  for (int64_t k = b; k < e; k += N) {
+    const auto live = hn::FirstN(df, static_cast<size_t>(e - k));
+    hn::Vec<decltype(di)> idx;
+    if (w.out_col16) {
+      const hn::Rebind<uint16_t, DF> d16;
+      idx = hn::PromoteTo(di, hn::LoadU(d16, w.out_col16 + k));
+    } else {
+      const hn::RebindToUnsigned<DF> du;
+      idx = hn::BitCast(di, hn::LoadU(du, w.out_col32 + k));
+    }
+    const VF xv = hn::IfThenElseZero(live, hn::GatherIndex(df, x, idx));
+    acc = hn::MulAdd(hn::IfThenElseZero(live, hn::LoadU(df, w.out_corr + k)), xv, acc);
+  }
+  return acc;
+}
+
 // Vector body of group [a, b): columns [va, vb) are multiples of N; the rest is scalar.
 HWY_INLINE void VectorSpan(int64_t a, int64_t b, int64_t N, int64_t& va, int64_t& vb) {
   va = std::min(b, (a + N - 1) / N * N);
   vb = va + (b - va) / N * N;
 }
 
-// One token, four rows (rows[] may repeat the last valid row; the caller drops those results).
+// One token, four rows, any group layout (groups may start mid-vector: scalar head/tail
+// columns). rows[] may repeat the last valid row; the caller drops those results.
 template <bool kSelect>
 void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRICT x, const float* HWY_RESTRICT gsum,
            const GroupCoefs& gc, float out[4]) {
@@ -114,11 +142,9 @@ void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRI
   const uint64_t* w2 = w.signs + rows[2] * w.words;
   const uint64_t* w3 = w.signs + rows[3] * w.words;
   const int64_t G = w.ngroups;
-  const float *s0 = gc.s.data(), *s1 = s0 + G, *s2 = s1 + G, *s3 = s2 + G;
-  const float *z0 = gc.z.data(), *z1 = z0 + G, *z2 = z1 + G, *z3 = z2 + G;
+  const float *s0 = gc.s[0], *s1 = gc.s[1], *s2 = gc.s[2], *s3 = gc.s[3];
   VF y0 = hn::Zero(df), y1 = hn::Zero(df), y2 = hn::Zero(df), y3 = hn::Zero(df);
   float t0 = 0, t1 = 0, t2 = 0, t3 = 0;  // scalar parts, scaled
-  float u0 = 0, u1 = 0, u2 = 0, u3 = 0;  // sum_g z_g S_g
   for (int64_t g = 0; g < G; ++g) {
     const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
     int64_t va, vb;
@@ -170,17 +196,82 @@ void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRI
     t1 += s1[g] * p1;
     t2 += s2[g] * p2;
     t3 += s3[g] * p3;
-    const float S = gsum[g];
-    u0 += z0[g] * S;
-    u1 += z1[g] * S;
-    u2 += z2[g] * S;
-    u3 += z3[g] * S;
   }
   const float k = kSelect ? 1.0f : 2.0f;
-  out[0] = k * (Sum(df, y0) + t0) + u0 + Outliers(w, rows[0], x);
-  out[1] = k * (Sum(df, y1) + t1) + u1 + Outliers(w, rows[1], x);
-  out[2] = k * (Sum(df, y2) + t2) + u2 + Outliers(w, rows[2], x);
-  out[3] = k * (Sum(df, y3) + t3) + u3 + Outliers(w, rows[3], x);
+  out[0] = k * (Sum(df, y0) + t0) + gc.zdot(0, gsum, G) + Outliers(w, rows[0], x);
+  out[1] = k * (Sum(df, y1) + t1) + gc.zdot(1, gsum, G) + Outliers(w, rows[1], x);
+  out[2] = k * (Sum(df, y2) + t2) + gc.zdot(2, gsum, G) + Outliers(w, rows[2], x);
+  out[3] = k * (Sum(df, y3) + t3) + gc.zdot(3, gsum, G) + Outliers(w, rows[3], x);
+}
+
+// One token, four rows, for groups that start on a vector boundary (group % N == 0, or one
+// group): only vector steps, except a scalar tail when cols % N != 0 (last group only). The
+// outlier corrections are gathered into the row's vector accumulator, so each row needs a
+// single horizontal sum.
+template <bool kSelect>
+void Gemv4Aligned(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRICT x,
+                  const float* HWY_RESTRICT gsum, const GroupCoefs& gc, float out[4]) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const uint64_t* w0 = w.signs + rows[0] * w.words;
+  const uint64_t* w1 = w.signs + rows[1] * w.words;
+  const uint64_t* w2 = w.signs + rows[2] * w.words;
+  const uint64_t* w3 = w.signs + rows[3] * w.words;
+  const int64_t G = w.ngroups, C = w.cols;
+  const float *s0 = gc.s[0], *s1 = gc.s[1], *s2 = gc.s[2], *s3 = gc.s[3];
+  VF y0 = hn::Zero(df), y1 = hn::Zero(df), y2 = hn::Zero(df), y3 = hn::Zero(df);
+  float t0 = 0, t1 = 0, t2 = 0, t3 = 0;  // scalar tail, scaled
+  for (int64_t g = 0, a = 0; g < G; ++g, a += w.group) {
+    const int64_t b = std::min(C, a + w.group);
+    const int64_t vb = a + (b - a) / N * N;
+    VF a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    VF b0 = hn::Zero(df), b1 = hn::Zero(df), b2 = hn::Zero(df), b3 = hn::Zero(df);
+    int64_t c = a;
+    for (; c + 2 * N <= vb; c += 2 * N) {
+      const VF xv = hn::LoadU(df, x + c), xw = hn::LoadU(df, x + c + N);
+      const VF nx = kSelect ? hn::Neg(xv) : xv, nw = kSelect ? hn::Neg(xw) : xw;
+      a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);
+      a1 = Accumulate<kSelect>(SignMask(df, w1, c), xv, nx, a1);
+      a2 = Accumulate<kSelect>(SignMask(df, w2, c), xv, nx, a2);
+      a3 = Accumulate<kSelect>(SignMask(df, w3, c), xv, nx, a3);
+      b0 = Accumulate<kSelect>(SignMask(df, w0, c + N), xw, nw, b0);
+      b1 = Accumulate<kSelect>(SignMask(df, w1, c + N), xw, nw, b1);
+      b2 = Accumulate<kSelect>(SignMask(df, w2, c + N), xw, nw, b2);
+      b3 = Accumulate<kSelect>(SignMask(df, w3, c + N), xw, nw, b3);
+    }
+    if (c < vb) {
+      const VF xv = hn::LoadU(df, x + c);
+      const VF nx = kSelect ? hn::Neg(xv) : xv;
+      a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);
+      a1 = Accumulate<kSelect>(SignMask(df, w1, c), xv, nx, a1);
+      a2 = Accumulate<kSelect>(SignMask(df, w2, c), xv, nx, a2);
+      a3 = Accumulate<kSelect>(SignMask(df, w3, c), xv, nx, a3);
+    }
+    y0 = hn::MulAdd(hn::Set(df, s0[g]), hn::Add(a0, b0), y0);
+    y1 = hn::MulAdd(hn::Set(df, s1[g]), hn::Add(a1, b1), y1);
+    y2 = hn::MulAdd(hn::Set(df, s2[g]), hn::Add(a2, b2), y2);
+    y3 = hn::MulAdd(hn::Set(df, s3[g]), hn::Add(a3, b3), y3);
+    if (HWY_UNLIKELY(vb < b)) {  // only the last group, only when cols % N != 0
+      float p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+      for (int64_t cc = vb; cc < b; ++cc) {
+        const float xc = x[cc], off = kSelect ? -xc : 0.0f;
+        p0 += Bit(w0, cc) ? xc : off;
+        p1 += Bit(w1, cc) ? xc : off;
+        p2 += Bit(w2, cc) ? xc : off;
+        p3 += Bit(w3, cc) ? xc : off;
+      }
+      t0 += s0[g] * p0;
+      t1 += s1[g] * p1;
+      t2 += s2[g] * p2;
+      t3 += s3[g] * p3;
+    }
+  }
+  const float k = kSelect ? 1.0f : 2.0f;
+  const VF kv = hn::Set(df, k);
+  out[0] = Sum(df, OutlierVec(df, w, rows[0], x, hn::Mul(kv, y0))) + k * t0 + gc.zdot(0, gsum, G);
+  out[1] = Sum(df, OutlierVec(df, w, rows[1], x, hn::Mul(kv, y1))) + k * t1 + gc.zdot(1, gsum, G);
+  out[2] = Sum(df, OutlierVec(df, w, rows[2], x, hn::Mul(kv, y2))) + k * t2 + gc.zdot(2, gsum, G);
+  out[3] = Sum(df, OutlierVec(df, w, rows[3], x, hn::Mul(kv, y3))) + k * t3 + gc.zdot(3, gsum, G);
 }
 
 // Four tokens x four rows: each sign mask is decoded once and used for four tokens. Per-group
@@ -219,8 +310,8 @@ void Tile4x4(const SignMatrixView& w, const int64_t* rows, const float* const* x
       x = hn::LoadU(df, x3 + c);
       a30 = AddIf(m0, x, a30); a31 = AddIf(m1, x, a31); a32 = AddIf(m2, x, a32); a33 = AddIf(m3, x, a33);
     }
-    const float s[4] = {gc.s[0 * G + g], gc.s[1 * G + g], gc.s[2 * G + g], gc.s[3 * G + g]};
-    const float z[4] = {gc.z[0 * G + g], gc.z[1 * G + g], gc.z[2 * G + g], gc.z[3 * G + g]};
+    const float s[4] = {gc.s[0][g], gc.s[1][g], gc.s[2][g], gc.s[3][g]};
+    const float z[4] = {gc.zc(0, g), gc.zc(1, g), gc.zc(2, g), gc.zc(3, g)};
 #define LSB_FOLD(t, r, acc)                                                          \
   hn::Store(hn::MulAdd(hn::Set(df, s[r]), acc, hn::Load(df, ybuf + (4 * t + r) * N)), df, \
             ybuf + (4 * t + r) * N)
@@ -251,16 +342,26 @@ void SignGemm(const SignMatrixView& w, const float* x, int64_t n, const float* g
               float* y, int64_t ldy, int variant) {
   GroupCoefs gc;
   const bool select = variant == static_cast<int>(SignKernel::kSignSelect);
+  const int64_t N = static_cast<int64_t>(hn::Lanes(DF()));
+  // Groups on vector boundaries; lanes past a row's outliers stay inside the padded arrays.
+  const bool aligned = (w.ngroups == 1 || w.group % N == 0) && N <= kOutlierPad;
   for (int64_t r = r0; r < r1; r += 4) {
     const int64_t nr = std::min<int64_t>(4, r1 - r);
     int64_t rows[4];
     for (int i = 0; i < 4; ++i) rows[i] = r + (i < nr ? i : 0);
-    gc.fill(w, rows, select);
+    gc.set(w, rows, select);
     if (n == 1 || select) {  // sign-select is only a gemv experiment: one token at a time
       for (int64_t t = 0; t < n; ++t) {
         float out[4];
-        if (select) Gemv4<true>(w, rows, x + t * w.cols, gsum + t * w.ngroups, gc, out);
-        else Gemv4<false>(w, rows, x + t * w.cols, gsum + t * w.ngroups, gc, out);
+        const float* xt = x + t * w.cols;
+        const float* gt = gsum + t * w.ngroups;
+        if (aligned) {
+          if (select) Gemv4Aligned<true>(w, rows, xt, gt, gc, out);
+          else Gemv4Aligned<false>(w, rows, xt, gt, gc, out);
+        } else {
+          if (select) Gemv4<true>(w, rows, xt, gt, gc, out);
+          else Gemv4<false>(w, rows, xt, gt, gc, out);
+        }
         for (int64_t i = 0; i < nr; ++i) y[t * ldy + r + i] = out[i];
       }
       continue;
@@ -276,7 +377,8 @@ void SignGemm(const SignMatrixView& w, const float* x, int64_t n, const float* g
       }
       float out[4][4];
       if (nt == 1) {
-        Gemv4<false>(w, rows, xs[0], gs[0], gc, out[0]);
+        if (aligned) Gemv4Aligned<false>(w, rows, xs[0], gs[0], gc, out[0]);
+        else Gemv4<false>(w, rows, xs[0], gs[0], gc, out[0]);
       } else {
         Tile4x4(w, rows, xs, gs, gc, out);
       }
@@ -326,7 +428,7 @@ void SignGemmLut(const SignMatrixView& w, const float* luts, int64_t n, const fl
   GroupCoefs gc;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t rows[4] = {r, r, r, r};
-    gc.fill(w, rows, false);
+    gc.set(w, rows, false);
     const uint64_t* wr = w.signs + r * w.words;
     for (int64_t t = 0; t < n; ++t) {
       const float* lut = luts + t * nk * 16;
@@ -335,8 +437,8 @@ void SignGemmLut(const SignMatrixView& w, const float* luts, int64_t n, const fl
       for (int64_t g = 0; g < w.ngroups; ++g) {
         // Groups are whole nibbles (group % 4 == 0), or one group covering the row.
         const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
-        acc += gc.s[g] * LutGroup(wr, lut, a / 4, (b + 3) / 4);
-        u += gc.z[g] * gs[g];
+        acc += gc.s[0][g] * LutGroup(wr, lut, a / 4, (b + 3) / 4);
+        u += gc.zc(0, g) * gs[g];
       }
       y[t * ldy + r] = 2.0f * acc + u + Outliers(w, r, x + t * w.cols);
     }

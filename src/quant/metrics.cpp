@@ -7,32 +7,41 @@
 
 namespace lsb::quant {
 
-TensorMetrics compare(const float* ref, const float* q, size_t n) {
-  TensorMetrics m;
-  m.n = n;
-  double abs_sum = 0, err2 = 0, ref2 = 0, q2 = 0, dot = 0, max_err = 0;
+void MetricsAccumulator::add(const float* ref, const float* q, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     const double w = ref[i], v = q[i], d = w - v;
-    abs_sum += std::fabs(d);
-    err2 += d * d;
-    ref2 += w * w;
-    q2 += v * v;
-    dot += w * v;
-    max_err = std::fmax(max_err, std::fabs(d));
+    abs_sum_ += std::fabs(d);
+    err2_ += d * d;
+    ref2_ += w * w;
+    q2_ += v * v;
+    dot_ += w * v;
+    max_err_ = std::fmax(max_err_, std::fabs(d));
   }
+  n_ += n;
+}
+
+TensorMetrics MetricsAccumulator::result() const {
+  TensorMetrics m;
+  m.n = n_;
   const double inf = std::numeric_limits<double>::infinity();
-  if (n > 0) {
-    m.mae = abs_sum / static_cast<double>(n);
-    m.mse = err2 / static_cast<double>(n);
+  if (n_ > 0) {
+    m.mae = abs_sum_ / static_cast<double>(n_);
+    m.mse = err2_ / static_cast<double>(n_);
   }
-  m.max_abs_err = max_err;
-  m.rel_l2 = ref2 > 0 ? std::sqrt(err2 / ref2) : (err2 > 0 ? inf : 0.0);
-  m.snr_db = err2 > 0 ? (ref2 > 0 ? 10.0 * std::log10(ref2 / err2) : -inf) : inf;
-  if (ref2 > 0 && q2 > 0)
-    m.cosine = dot / (std::sqrt(ref2) * std::sqrt(q2));
+  m.max_abs_err = max_err_;
+  m.rel_l2 = ref2_ > 0 ? std::sqrt(err2_ / ref2_) : (err2_ > 0 ? inf : 0.0);
+  m.snr_db = err2_ > 0 ? (ref2_ > 0 ? 10.0 * std::log10(ref2_ / err2_) : -inf) : inf;
+  if (ref2_ > 0 && q2_ > 0)
+    m.cosine = dot_ / (std::sqrt(ref2_) * std::sqrt(q2_));
   else
-    m.cosine = (ref2 == 0 && q2 == 0) ? 1.0 : 0.0;
+    m.cosine = (ref2_ == 0 && q2_ == 0) ? 1.0 : 0.0;
   return m;
+}
+
+TensorMetrics compare(const float* ref, const float* q, size_t n) {
+  MetricsAccumulator acc;
+  acc.add(ref, q, n);
+  return acc.result();
 }
 
 }  // namespace lsb::quant

@@ -17,4 +17,16 @@ struct TensorMetrics {
 // Sums run in index order in double, so the result does not depend on threads.
 TensorMetrics compare(const float* ref, const float* q, size_t n);
 
+// The same sums fed in pieces (a large tensor needs no second full-size buffer); pieces added in
+// index order give exactly compare()'s result.
+class MetricsAccumulator {
+ public:
+  void add(const float* ref, const float* q, size_t n);
+  TensorMetrics result() const;
+
+ private:
+  size_t n_ = 0;
+  double abs_sum_ = 0, err2_ = 0, ref2_ = 0, q2_ = 0, dot_ = 0, max_err_ = 0;
+};
+
 }  // namespace lsb::quant

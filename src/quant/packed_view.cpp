@@ -135,13 +135,7 @@ void PackedView::dequantize_row(int64_t r, float* out) const {
   const uint64_t count = row_value_start[r + 1] - row_value_start[r];
   int64_t col = -1;
   for (uint64_t i = 0; i < count; ++i) {
-    int64_t gap = 0;
-    uint8_t b;
-    do {
-      b = *gp++;
-      gap += b;
-    } while (b == 255);
-    col += gap + 1;
+    col = next_outlier_column(gp, col);
     out[col] = f16_to_f32(val[i]);
   }
 }
