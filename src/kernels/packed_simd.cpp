@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <vector>
 
 #include "kernels/packed_linear.h"
 
@@ -12,8 +11,6 @@
 #define HWY_TARGET_INCLUDE "kernels/packed_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
-
-#include "io/fp16.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace lsb::kernels::HWY_NAMESPACE {

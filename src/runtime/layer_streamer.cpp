@@ -19,14 +19,16 @@ namespace {
 // Upper bound of the memory a Linear allocates beside its packed bytes (SignLinear repacks the
 // outliers into column + correction arrays and keeps per-row offsets); see kernels/packed_linear.
 uint64_t repack_estimate(const TensorInfo& t) {
+  const uint64_t rows = static_cast<uint64_t>(t.rows());
+  const uint64_t pad = 64 * 8 + 64;  // outlier arrays are padded for vector loads at a row's end
   if (t.dtype == DType::LSB1) {
     const uint64_t k = static_cast<uint64_t>(quant::lsb1_outliers_per_row(t.cols(), t.outlier_ratio));
-    return static_cast<uint64_t>(t.rows()) * (k * 8 + 32) + 64;
+    const uint64_t g = t.group_size > 0 ? static_cast<uint64_t>((t.cols() + t.group_size - 1) / t.group_size) : 1;
+    return rows * (k * 8 + 32 + g * 8) + pad;  // outliers (column + correction), offsets, float scales/zeros
   }
   if (t.dtype == DType::PAPER)  // outlier count is data dependent: at most alpha of all weights (+ ties)
-    return static_cast<uint64_t>(t.rows()) * 32 +
-           static_cast<uint64_t>(static_cast<double>(t.numel()) * t.outlier_ratio * 8.0) + 4096;
-  if (t.dtype == DType::Q8) return static_cast<uint64_t>(t.rows()) * 16 + 64;
+    return rows * 40 + static_cast<uint64_t>(static_cast<double>(t.numel()) * t.outlier_ratio * 8.0) + 4096 + pad;
+  if (t.dtype == DType::Q8) return rows * 16 + 64;
   return 0;
 }
 
