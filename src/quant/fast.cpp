@@ -119,19 +119,40 @@ std::vector<std::byte> quantize_lsb1(const float* w, int64_t rows, int64_t cols,
   return finish_blob(blob, L, w, rows, cols, o);
 }
 
+// The q-th smallest |w| (0-based), i.e. the reference's sorted(|W|)[q], without a copy of the
+// tensor: |w| of finite floats orders like its bit pattern, so a radix select over the top and
+// then the bottom 16 bits finds it in two counting passes (2 x 512 KB of counters).
+float kth_magnitude(const float* w, int64_t n, int64_t q) {
+  auto bits = [&](int64_t i) {
+    uint32_t u;
+    std::memcpy(&u, &w[i], 4);
+    return u & 0x7fffffffu;
+  };
+  std::vector<uint64_t> hist(1 << 16);
+  for (int64_t i = 0; i < n; ++i) ++hist[bits(i) >> 16];
+  uint64_t below = 0;
+  uint32_t hi = 0;
+  while (below + hist[hi] <= static_cast<uint64_t>(q)) below += hist[hi++];
+  std::fill(hist.begin(), hist.end(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = bits(i);
+    if ((u >> 16) == hi) ++hist[u & 0xffffu];
+  }
+  uint32_t lo = 0;
+  while (below + hist[lo] <= static_cast<uint64_t>(q)) below += hist[lo++];
+  const uint32_t u = (hi << 16) | lo;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 std::vector<std::byte> quantize_paper(const float* w, int64_t rows, int64_t cols, const SchemeParams& p,
                                       const BlobLayout& L) {
   const int64_t n = rows * cols;
-  std::vector<float> mags(static_cast<size_t>(n));
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) mags[i] = std::fabs(w[i]);
-  // The order statistic is unique in value, so nth_element gives the reference's sorted[q].
   const auto q = std::clamp<int64_t>(
       static_cast<int64_t>(std::floor((1.0 - static_cast<double>(p.outlier_ratio)) * static_cast<double>(n - 1))),
       0, n - 1);
-  std::nth_element(mags.begin(), mags.begin() + q, mags.end());
-  const float tau = mags[q];
-  mags = {};
+  const float tau = kth_magnitude(w, n, q);
 
   std::vector<double> row_sum(rows), row_sq(rows);
   std::vector<int64_t> row_n(rows);
