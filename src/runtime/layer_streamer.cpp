@@ -1,6 +1,7 @@
 #include "runtime/layer_streamer.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -95,6 +96,10 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
                          (64u << 10);  // + pages of the rows in use
   drop_embedding_pages();
 
+  // Per-unit arrays are allocated and freed every token: a fixed mmap threshold returns them to
+  // the OS on free instead of letting glibc's adaptive threshold park them in the heap.
+  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  ::mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
   for (Slot& s : slots_) s.buf.resize((max_size + 7) / 8);
   thread_ = std::thread([this] { worker(); });
 }
@@ -147,13 +152,14 @@ void LayerStreamer::load(int unit, Slot& s) {
     }
     return b;
   };
+  // Free the slot's previous weights before building the new ones, so no third copy exists.
+  s.layer = LayerWeights{};
+  s.head.reset();
   if (unit == cfg_.n_layers) {
-    s.layer = LayerWeights{};
     const size_t i = u.tensors[0];
     s.head = make_linear(tensors[i], bytes_of(i), where);
     return;
   }
-  s.head.reset();
   const TensorGetter get = [&](const std::string& name) -> std::pair<const TensorInfo*, std::span<const std::byte>> {
     for (size_t i : u.tensors)
       if (tensors[i].name == name) return {&tensors[i], bytes_of(i)};
