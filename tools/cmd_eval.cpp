@@ -97,7 +97,7 @@ void add_eval(CLI::App& app) {
   CLI::App* c = app.add_subcommand(
       "eval", "Perplexity on a text file, computed the way llama.cpp's llama-perplexity does; with --ref, also KL "
               "divergence and top-1 agreement against the original model");
-  c->add_option("model", o->model, "Hugging Face model folder, llama2.c .bin, or .lsb file")->required();
+  c->add_option("model", o->model, "Hugging Face model folder, GGUF file (F32/F16/BF16/Q8_0), llama2.c .bin, or .lsb file")->required();
   c->add_option("--text", o->text, "text file (UTF-8), tokenized as one string with one BOS")->required();
   c->add_option("--tokenizer", o->tokenizer, "tokenizer file; default: the model's own");
   c->add_option("--ctx", o->ctx, "window length in tokens; the second half of each window is scored")->capture_default_str();

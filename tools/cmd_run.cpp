@@ -23,7 +23,7 @@ void add_run(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   CLI::App* c = app.add_subcommand("run", "Generate text: prints the prompt and its continuation as it is generated");
-  c->add_option("model", o->model, "Hugging Face model folder, llama2.c .bin, or .lsb file")->required();
+  c->add_option("model", o->model, "Hugging Face model folder, GGUF file (F32/F16/BF16/Q8_0), llama2.c .bin, or .lsb file")->required();
   c->add_option("--tokenizer", o->tokenizer, "tokenizer.model (SentencePiece) or llama2.c tokenizer .bin; default: the model's own");
   c->add_option("-p,--prompt", o->prompt, "prompt text");
   c->add_option("-n,--n-predict", o->n, "number of new tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);

@@ -7,7 +7,7 @@
 #include "lsb/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"lsb - Loop Singular Bit: run and measure Llama-family models (Hugging Face folders, llama2.c .bin)"};
+  CLI::App app{"lsb - Loop Singular Bit: compress, run and measure Llama-family models (Hugging Face folders, GGUF, llama2.c .bin, .lsb)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lsb 0.1.0");
   lsb::cli::add_run(app);
