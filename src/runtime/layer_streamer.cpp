@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "kernels/dense.h"
+#include "kernels/packed_linear.h"
 #include "lsb/error.h"
 
 namespace lsb {
@@ -21,14 +22,17 @@ namespace {
 // outliers into column + correction arrays and keeps per-row offsets); see kernels/packed_linear.
 uint64_t repack_estimate(const TensorInfo& t) {
   const uint64_t rows = static_cast<uint64_t>(t.rows());
-  const uint64_t pad = 64 * 8 + 64;  // outlier arrays are padded for vector loads at a row's end
+  const uint64_t col_bytes = t.cols() <= 65535 ? 2 : 4;     // outlier columns as u16 or u32
+  const uint64_t per_outlier = col_bytes + 4;                // + float correction
+  const uint64_t pad = static_cast<uint64_t>(kernels::kOutlierPad) * 8 + 64;
   if (t.dtype == DType::LSB1) {
     const uint64_t k = static_cast<uint64_t>(quant::lsb1_outliers_per_row(t.cols(), t.outlier_ratio));
     const uint64_t g = t.group_size > 0 ? static_cast<uint64_t>((t.cols() + t.group_size - 1) / t.group_size) : 1;
-    return rows * (k * 8 + 32 + g * 8) + pad;  // outliers (column + correction), offsets, float scales/zeros
+    // outliers, per-row offsets (2 x u64), float scales (and zero points with a mean)
+    return rows * (k * per_outlier + 16 + g * 4 * (t.use_mean ? 2 : 1)) + pad;
   }
   if (t.dtype == DType::PAPER)  // outlier count is data dependent: at most alpha of all weights (+ ties)
-    return rows * 40 + static_cast<uint64_t>(static_cast<double>(t.numel()) * t.outlier_ratio * 8.0) + 4096 + pad;
+    return rows * 24 + static_cast<uint64_t>(static_cast<double>(t.numel()) * t.outlier_ratio * per_outlier) + 4096 + pad;
   if (t.dtype == DType::Q8) return rows * 16 + 64;
   return 0;
 }
