@@ -172,14 +172,16 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     rep.largest_tensor_f32_bytes = std::max<uint64_t>(rep.largest_tensor_f32_bytes, uint64_t(t->numel()) * 4);
   }
 
-  LsbWriter writer(out_path);
+  // The temporary's name is announced before the file exists, so a signal arriving right after
+  // it is created still finds it (unlinking a name not yet created is harmless).
   struct TempGuard {
     const CompressOptions& o;
     ~TempGuard() {
       if (o.on_temp_file) o.on_temp_file("");
     }
   } guard{opt};
-  if (opt.on_temp_file) opt.on_temp_file(writer.temp_path());
+  if (opt.on_temp_file) opt.on_temp_file(LsbWriter::temp_path_for(out_path));
+  LsbWriter writer(out_path);
   writer.set_tokenizer(tok);
 
   XXH3_state_t* hs = XXH3_createState();

@@ -13,8 +13,10 @@
 
 namespace lsb::format {
 
+std::string LsbWriter::temp_path_for(const std::string& target) { return target + ".tmp." + std::to_string(::getpid()); }
+
 LsbWriter::LsbWriter(std::string target_path) : target_(std::move(target_path)) {
-  temp_path_ = target_ + ".tmp." + std::to_string(::getpid());
+  temp_path_ = temp_path_for(target_);
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) fail(temp_path_, "cannot create: {}", std::strerror(errno));
   // The header is written last (at offset 0); the data section starts on the first page after it.

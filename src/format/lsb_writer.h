@@ -30,6 +30,8 @@ class LsbWriter {
   LsbWriter& operator=(const LsbWriter&) = delete;
 
   const std::string& temp_path() const { return temp_path_; }
+  // Name of the temporary file a writer for `target` creates in this process.
+  static std::string temp_path_for(const std::string& target);
   const std::string& target_path() const { return target_; }
 
   void set_tokenizer(const TokenizerBlob& tok) { tokenizer_ = tok; }
