@@ -1,5 +1,7 @@
 #include "kernels/packed_linear.h"
 
+#include "quant/outlier_coding.h"
+
 #include <algorithm>
 #include <bit>
 
@@ -114,13 +116,7 @@ SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, 
     const uint8_t* gp = pv_.gaps + pv_.row_gap_start[r];
     int64_t col = -1;
     for (uint64_t k = pv_.row_value_start[r]; k < pv_.row_value_start[r + 1]; ++k) {
-      int64_t gap = 0;
-      uint8_t b;
-      do {
-        b = *gp++;
-        gap += b;
-      } while (b == 255);
-      col += gap + 1;
+      col = quant::next_outlier_column(gp, col);
       float hi;
       if (info.dtype == DType::PAPER) {
         hi = pv_.mu + pv_.sigma;

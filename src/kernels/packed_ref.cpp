@@ -1,5 +1,7 @@
 #include "kernels/packed_ref.h"
 
+#include "quant/outlier_coding.h"
+
 #include <algorithm>
 #include <vector>
 
@@ -16,13 +18,7 @@ void row_outlier_columns(const quant::PackedView& v, int64_t r, std::vector<int6
   cols.clear();
   int64_t col = -1;
   for (uint64_t i = 0; i < count; ++i) {
-    int64_t gap = 0;
-    uint8_t b;
-    do {
-      b = *gp++;
-      gap += b;
-    } while (b == 255);
-    col += gap + 1;
+    col = quant::next_outlier_column(gp, col);
     cols.push_back(col);
   }
 }
