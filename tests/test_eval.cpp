@@ -1,4 +1,5 @@
 // Perplexity, the llama.cpp way, against the PyTorch float32 references in reference.json.
+#include <algorithm>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -61,4 +62,23 @@ TEST(EvalPerplexity, TokenNllIsLogSoftmax) {
   const double lse = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
   EXPECT_NEAR(lsb::token_nll(logits, 3, 0), lse - 1.0, 1e-9);
   EXPECT_NEAR(lsb::token_nll(logits, 3, 2), lse - 3.0, 1e-9);
+}
+
+// Bad input at the eval boundary: an empty text file and a text shorter than one window each
+// end in one line naming the file, exit code 1.
+TEST(EvalPerplexity, EmptyOrTooShortTextIsRefused) {
+  const auto dir = lsbtest::temp_dir();
+  const std::string empty = (dir / "empty.txt").string();
+  { std::ofstream f(empty); }
+  auto r = lsbtest::run_lsb("eval " + LSB_SHARED("models/bookworm-27m") + " --text " + empty);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("empty.txt"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("empty"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  const std::string tiny = (dir / "short.txt").string();
+  { std::ofstream f(tiny); f << "Just a few words."; }
+  auto s = lsbtest::run_lsb("eval " + LSB_SHARED("models/bookworm-27m") + " --text " + tiny + " --ctx 512");
+  EXPECT_EQ(s.exit_code, 1);
+  EXPECT_NE(s.err.find("short.txt"), std::string::npos) << s.err;
+  EXPECT_NE(s.err.find("fewer than one window"), std::string::npos) << s.err;
 }
