@@ -1,6 +1,7 @@
 // Kernels on packed weights: SIMD == scalar reference (every compiled target, every variant),
 // scalar reference == product with the dequantized matrix, embedding rows, batch == per token.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -12,6 +13,8 @@
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
+#include "io/fp16.h"
+#include "kernels/dense.h"
 #include "kernels/packed_linear.h"
 #include "kernels/packed_ref.h"
 #include "lsb/error.h"
@@ -311,6 +314,26 @@ TEST(KernelLinear, CorruptBlobIsRejected) {
   // A padding bit past the last column of row 0 (columns 100..127 of the 2nd word).
   P.blob[8 + 7] = std::byte{0x80};
   EXPECT_THROW(linear_for(P), Error);
+}
+
+// SignLinear converts f16 scales and outlier values in bulk with the SIMD converter; the scalar
+// f16_to_f32 is the specification. Every finite f16 bit pattern (subnormals included), every target.
+TEST(KernelSimd, BulkF16ConversionEqualsScalarOnEveryFinitePattern) {
+  std::vector<uint16_t> h;
+  for (uint32_t b = 0; b < 65536; ++b)
+    if ((b & 0x7c00u) != 0x7c00u) h.push_back(static_cast<uint16_t>(b));
+  TargetGuard guard;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    // An odd count and an unaligned start exercise the vector tail and unaligned loads.
+    std::vector<float> out(h.size() - 1, NAN);
+    kernels::rows_to_f32(DType::F16, h.data() + 1, static_cast<int64_t>(out.size()), 0, 1, out.data());
+    int bad = 0;
+    for (size_t i = 0; i < out.size(); ++i)
+      if (std::bit_cast<uint32_t>(out[i]) != std::bit_cast<uint32_t>(f16_to_f32(h[i + 1])) && bad++ < 3)
+        ADD_FAILURE() << hwy::TargetName(target) << ": f16 0x" << std::hex << h[i + 1] << " -> " << out[i];
+    EXPECT_EQ(bad, 0) << hwy::TargetName(target);
+  }
 }
 
 }  // namespace

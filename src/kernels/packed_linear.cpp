@@ -1,11 +1,9 @@
 #include "kernels/packed_linear.h"
 
-#include "quant/outlier_coding.h"
-
 #include <algorithm>
 #include <bit>
 
-#include "io/fp16.h"
+#include "kernels/dense.h"
 #include "lsb/error.h"
 
 namespace lsb::kernels {
@@ -75,11 +73,16 @@ void build_sign_luts(const float* x, int64_t n, int64_t cols, float* luts) {
 }
 
 // ---------------------------------------------------------------- SignLinear
-SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where)
-    : Linear(info.name, info.rows(), info.cols()), blob_bytes_(blob.size()) {
-  if (info.dtype != DType::LSB1 && info.dtype != DType::PAPER)
-    fail(where, "tensor '{}': {} is not a sign-bit scheme", info.name, dtype_name(info.dtype));
-  pv_ = quant::PackedView::parse(info.dtype, blob, rows(), cols(), params_of(info), tensor_where(where, info));
+SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
+                       std::pmr::memory_resource* mr)
+    : Linear(info.name, info.rows(), info.cols()),
+      blob_bytes_(blob.size()),
+      col16_(mr),
+      col32_(mr),
+      corr_(mr),
+      fscale_(mr),
+      fzero_(mr),
+      pv_(parse_blob(info, blob, where, mr)) {
   const int64_t R = rows(), C = cols();
   m_.rows = R;
   m_.cols = C;
@@ -87,6 +90,7 @@ SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, 
   m_.signs = pv_.signs;
   // Float coefficients per row and group (4 bytes instead of the blob's 2): the kernels then
   // neither convert f16 nor allocate per call.
+  std::vector<float> fmean;  // m_g as float (LSB1 with means)
   if (info.dtype == DType::PAPER) {
     m_.group = C;
     m_.ngroups = 1;
@@ -97,44 +101,61 @@ SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, 
     m_.ngroups = pv_.ngroups;
     const size_t ncoef = static_cast<size_t>(R) * static_cast<size_t>(m_.ngroups);
     fscale_.resize(ncoef);
-    for (size_t i = 0; i < ncoef; ++i) fscale_[i] = f16_to_f32(pv_.scales[i]);
+    rows_to_f32(DType::F16, pv_.scales, static_cast<int64_t>(ncoef), 0, 1, fscale_.data());
     if (pv_.means) {
+      fmean.resize(ncoef);
+      rows_to_f32(DType::F16, pv_.means, static_cast<int64_t>(ncoef), 0, 1, fmean.data());
       fzero_.resize(ncoef);
-      for (size_t i = 0; i < ncoef; ++i) fzero_[i] = f16_to_f32(pv_.means[i]) - fscale_[i];
+      for (size_t i = 0; i < ncoef; ++i) fzero_[i] = fmean[i] - fscale_[i];
     }
   }
   m_.fscale = fscale_.data();
   m_.fzero = fzero_.empty() ? nullptr : fzero_.data();
-  // Outliers: decode the gap stream once into columns and corrections v - (m + s), the
-  // difference between the exact value and what the sign part counts for it (bit 1: m + s).
+  // Outliers (columns already stored by parse_blob): corrections v - (m + s), the difference
+  // between the exact value and what the sign part counts for it (bit 1: m + s, from the f16
+  // values as the reference does).
   const uint64_t total = pv_.row_value_start[R];
-  const bool narrow = C <= 65536;
-  if (narrow) col16_.resize(total + kOutlierPad);
-  else col32_.resize(total + kOutlierPad);
-  corr_.resize(total + kOutlierPad);
-  for (int64_t r = 0; r < R; ++r) {
-    const uint8_t* gp = pv_.gaps + pv_.row_gap_start[r];
-    int64_t col = -1;
-    for (uint64_t k = pv_.row_value_start[r]; k < pv_.row_value_start[r + 1]; ++k) {
-      col = quant::next_outlier_column(gp, col);
-      float hi;
-      if (info.dtype == DType::PAPER) {
-        hi = pv_.mu + pv_.sigma;
-      } else {
-        const int64_t g = col / m_.group;
-        const float s = f16_to_f32(pv_.scales[r * m_.ngroups + g]);
-        const float m = pv_.means ? f16_to_f32(pv_.means[r * m_.ngroups + g]) : 0.0f;
-        hi = m + s;  // computed from the f16 values as the reference does (not from fzero)
+  const bool narrow = !col16_.empty();
+  rows_to_f32(DType::F16, pv_.values, static_cast<int64_t>(total), 0, 1, corr_.data());
+  if (info.dtype == DType::PAPER) {
+    const float hi = pv_.mu + pv_.sigma;
+    for (uint64_t k = 0; k < total; ++k) corr_[k] -= hi;
+  } else {
+    for (int64_t r = 0; r < R; ++r) {
+      const float* s = fscale_.data() + r * m_.ngroups;
+      const float* m = fmean.empty() ? nullptr : fmean.data() + r * m_.ngroups;
+      for (uint64_t k = pv_.row_value_start[r]; k < pv_.row_value_start[r + 1]; ++k) {
+        const int64_t c = narrow ? col16_[k] : col32_[k];
+        const int64_t g = c / m_.group;
+        corr_[k] -= (m ? m[g] : 0.0f) + s[g];
       }
-      if (narrow) col16_[k] = static_cast<uint16_t>(col);
-      else col32_[k] = static_cast<uint32_t>(col);
-      corr_[k] = f16_to_f32(pv_.values[k]) - hi;
     }
   }
   m_.out_start = pv_.row_value_start.data();
   m_.out_col16 = narrow ? col16_.data() : nullptr;
   m_.out_col32 = narrow ? nullptr : col32_.data();
   m_.out_corr = corr_.data();
+}
+
+quant::PackedView SignLinear::parse_blob(const TensorInfo& info, std::span<const std::byte> blob,
+                                        const std::string& where, std::pmr::memory_resource* mr) {
+  if (info.dtype != DType::LSB1 && info.dtype != DType::PAPER)
+    fail(where, "tensor '{}': {} is not a sign-bit scheme", info.name, dtype_name(info.dtype));
+  // Outlier columns go straight into the kernel's arrays (u16 where they fit) as parse decodes
+  // them; the arrays have kOutlierPad zero entries past the end for the kernels' vector loads.
+  const bool narrow = info.cols() <= 65536;
+  quant::PackedView::OutlierSink sink;
+  sink.reserve = [&](uint64_t total) {
+    if (narrow) col16_.resize(total + kOutlierPad);
+    else col32_.resize(total + kOutlierPad);
+    corr_.resize(total + kOutlierPad);
+  };
+  sink.row = [&](int64_t, uint64_t first, const uint32_t* columns, uint32_t count) {
+    if (narrow) std::copy(columns, columns + count, col16_.begin() + static_cast<ptrdiff_t>(first));
+    else std::copy(columns, columns + count, col32_.begin() + static_cast<ptrdiff_t>(first));
+  };
+  return quant::PackedView::parse(info.dtype, blob, info.rows(), info.cols(), params_of(info),
+                                  tensor_where(where, info), &sink, mr);
 }
 
 void SignLinear::forward(const float* x, int64_t n, float* y) const { forward_with(x, n, y, SignKernel::kMaskedAdd); }

@@ -14,6 +14,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory_resource>
 #include <span>
 #include <string>
 #include <vector>
@@ -87,7 +88,9 @@ class SignLinear final : public Linear {
  public:
   // Parses and validates the blob (lsb::Error prefixed with `where` on any inconsistency).
   // `blob` must outlive the object and be 8-byte aligned.
-  SignLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where);
+  // Arrays it builds (outliers, offsets, float coefficients) come from `mr`.
+  SignLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
+             std::pmr::memory_resource* mr = std::pmr::get_default_resource());
   SignLinear(const SignLinear&) = delete;  // the view points into this object's arrays
   SignLinear& operator=(const SignLinear&) = delete;
   void forward(const float* x, int64_t n, float* y) const override;
@@ -100,12 +103,17 @@ class SignLinear final : public Linear {
   const SignMatrixView& view() const { return m_; }
 
  private:
-  quant::PackedView pv_;
+  // Validates the blob; stores outlier columns into col16_/col32_ (sized here) as they decode.
+  quant::PackedView parse_blob(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
+                               std::pmr::memory_resource* mr);
+
   uint64_t blob_bytes_ = 0;
-  std::vector<uint16_t> col16_;
-  std::vector<uint32_t> col32_;
-  std::vector<float> corr_;
-  std::vector<float> fscale_, fzero_;
+  // Declared before pv_: parse_blob (in pv_'s initializer) fills them.
+  std::pmr::vector<uint16_t> col16_;
+  std::pmr::vector<uint32_t> col32_;
+  std::pmr::vector<float> corr_;
+  std::pmr::vector<float> fscale_, fzero_;
+  quant::PackedView pv_;
   SignMatrixView m_;
 };
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <span>
 #include <string>
 
@@ -33,8 +34,10 @@ class Linear {
 };
 
 // Builds the Linear for a stored tensor: dense (f32/f16/bf16, used in place, no copy) or a
-// quantized blob. `data` must outlive the returned object.
+// quantized blob. `data` must outlive the returned object, and so must `mr`, from which the
+// arrays built at load (repacked outliers, float coefficients) are allocated.
 std::unique_ptr<Linear> make_linear(const TensorInfo& info, std::span<const std::byte> data,
-                                    const std::string& where);
+                                    const std::string& where,
+                                    std::pmr::memory_resource* mr = std::pmr::get_default_resource());
 
 }  // namespace lsb

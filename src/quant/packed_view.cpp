@@ -17,9 +17,10 @@ bool f16_is_finite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
 }  // namespace
 
 PackedView PackedView::parse(DType t, std::span<const std::byte> blob, int64_t rows, int64_t cols,
-                             const SchemeParams& p, const std::string& where) {
+                             const SchemeParams& p, const std::string& where, const OutlierSink* sink,
+                             std::pmr::memory_resource* mr) {
   const BlobLayout L = blob_layout(t, rows, cols, p, where);
-  PackedView v;
+  PackedView v{.row_value_start = std::pmr::vector<uint64_t>(mr), .row_gap_start = std::pmr::vector<uint64_t>(mr)};
   v.dtype = t;
   v.rows = rows;
   v.cols = cols;
@@ -77,18 +78,24 @@ PackedView PackedView::parse(DType t, std::span<const std::byte> blob, int64_t r
   // of the code); every outlier's sign bit must be 1, as the kernels assume.
   v.row_value_start.assign(static_cast<size_t>(rows) + 1, 0);
   v.row_gap_start.assign(static_cast<size_t>(rows) + 1, 0);
-  uint64_t pos = L.gaps;
-  std::vector<uint32_t> columns;
   for (int64_t r = 0; r < rows; ++r) {
     const uint16_t count = v.counts[r];
     if (count > cols) fail(where, "row {}: {} outliers in {} columns", r, count, cols);
-    v.row_gap_start[r] = pos - L.gaps;
     v.row_value_start[r + 1] = v.row_value_start[r] + count;
-    columns.resize(count);
+  }
+  if (sink) sink->reserve(v.row_value_start[rows]);
+  std::vector<uint32_t> columns(static_cast<size_t>(std::min<int64_t>(cols, 65535)));
+  uint64_t pos = L.gaps;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t count = v.counts[r];
+    v.row_gap_start[r] = pos - L.gaps;
     pos = decode_gap_code(base, pos, size, count, cols, columns.data(), where, r);
-    for (uint32_t c : columns)
-      if (!((v.signs[r * L.words + c / 64] >> (c % 64)) & 1u))
-        fail(where, "row {}: sign bit of outlier column {} is 0", r, c);
+    const uint64_t* row_signs = v.signs + r * L.words;
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint32_t c = columns[i];
+      if (!((row_signs[c / 64] >> (c % 64)) & 1u)) fail(where, "row {}: sign bit of outlier column {} is 0", r, c);
+    }
+    if (sink) sink->row(r, v.row_value_start[r], columns.data(), count);
   }
   v.row_gap_start[rows] = pos - L.gaps;
   v.gaps = base + L.gaps;

@@ -47,6 +47,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory_resource>
 #include <span>
 #include <string>
 #include <string_view>
@@ -133,10 +135,19 @@ struct PackedView {
   float mu = 0, sigma = 0, tau = 0;  // PAPER
   const float* q8_scales = nullptr;
   const int8_t* q8 = nullptr;
-  std::vector<uint64_t> row_value_start;  // rows+1 prefix sums of counts
-  std::vector<uint64_t> row_gap_start;    // rows+1 byte offsets into gaps
+  std::pmr::vector<uint64_t> row_value_start;  // rows+1 prefix sums of counts
+  std::pmr::vector<uint64_t> row_gap_start;    // rows+1 byte offsets into gaps
+  // Receives the decoded outlier columns of LSB1/PAPER blobs while parse validates them, so that
+  // callers need not decode the gap stream a second time: reserve(total) once, then row() per
+  // row with the index of the row's first outlier value and its columns (increasing).
+  struct OutlierSink {
+    std::function<void(uint64_t total)> reserve;
+    std::function<void(int64_t row, uint64_t first, const uint32_t* columns, uint32_t count)> row;
+  };
+  // The two per-row arrays are allocated from `mr` (the streaming runtime passes an arena).
   static PackedView parse(DType t, std::span<const std::byte> blob, int64_t rows, int64_t cols,
-                          const SchemeParams& p, const std::string& where);
+                          const SchemeParams& p, const std::string& where, const OutlierSink* sink = nullptr,
+                          std::pmr::memory_resource* mr = std::pmr::get_default_resource());
   void dequantize_row(int64_t r, float* out) const;
 };
 
