@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Streaming benchmark on SYNTHETIC checkpoints at real shapes (issue 5). Not part of ctest.
 #   1. lsb synth mistral-7b (bf16, HF layout), then lsb compress it (peak RSS, throughput);
-#   2. the disk's sequential read rate (O_DIRECT, page cache bypassed), measured in the same run;
+#   2. the disk's sequential read rate (O_DIRECT, page cache bypassed, 64 MiB blocks: more than
+#      a layer), measured in the same run;
 #   3. decode 16 tokens with --mem-budget 400M, every layer re-read from the disk
-#      (--drop-page-cache): peak RSS (/usr/bin/time -v), s/token, bytes read per token, and the
-#      ratio of achieved to disk-bound speed;
+#      (--drop-page-cache: O_DIRECT reads): peak RSS (/usr/bin/time -v), s/token, bytes read per
+#      token, and the ratio of achieved to disk-bound speed; then 8 tokens with two weight slots
+#      (no overlap of reading and repacking) for comparison;
 #   4. tinyllama-1.1b resident versus --mem-budget 64M: tokens/s of both.
 # Every figure printed here is from a synthetic model. Usage: bench/stream_7b.sh [WORKDIR]
 set -euo pipefail
@@ -31,24 +33,35 @@ PY
 echo "   /usr/bin/time: peak RSS $(rss "$WORK/compress.time"), wall $(wall "$WORK/compress.time")"
 
 echo "== disk sequential read rate (O_DIRECT)"
-DISK=$(dd if="$WORK/mistral-7b.lsb" of=/dev/null bs=16M iflag=direct 2>&1 | awk '/copied/ {print $(NF-1), $NF}')
+DISK=$(dd if="$WORK/mistral-7b.lsb" of=/dev/null bs=64M iflag=direct 2>&1 | awk '/copied/ {print $(NF-1), $NF}')
 echo "   $DISK"
 
 echo "== [synthetic] mistral-7b: decode 16 tokens, --mem-budget 400M, layers re-read from disk"
 /usr/bin/time -v "$LSB" bench "$WORK/mistral-7b.lsb" --mem-budget 400M --drop-page-cache --kv-type f16 \
   --prompt-tokens 1 --decode-tokens 16 --reps 1 -t "$THREADS" --json > "$WORK/decode.json" 2> "$WORK/decode.time"
-python3 - "$WORK/decode.json" "$DISK" <<'PY'
+/usr/bin/time -v "$LSB" bench "$WORK/mistral-7b.lsb" --mem-budget 400M --drop-page-cache --kv-type f16 --stream-slots 2 \
+  --prompt-tokens 1 --decode-tokens 8 --reps 1 -t "$THREADS" --json > "$WORK/decode2.json" 2> "$WORK/decode2.time"
+DISK_AFTER=$(dd if="$WORK/mistral-7b.lsb" of=/dev/null bs=64M iflag=direct 2>&1 | awk '/copied/ {print $(NF-1), $NF}')
+python3 - "$WORK/decode.json" "$DISK" "$WORK/decode2.json" "$DISK_AFTER" <<'PY'
 import json, sys
+def rate(s):
+    val, unit = s.split()
+    return float(val) * {"GB/s": 1e9, "MB/s": 1e6, "kB/s": 1e3}[unit]
 j = json.load(open(sys.argv[1]))["models"][0]
-val, unit = sys.argv[2].split()
-disk = float(val) * {"GB/s": 1e9, "MB/s": 1e6, "kB/s": 1e3}[unit]
+j2 = json.load(open(sys.argv[3]))["models"][0]
+disk, disk_after = rate(sys.argv[2]), rate(sys.argv[4])
 tps = j["decode_tok_per_s"]["median"]
 bpt = j["weight_bytes_per_token"]
 bound = disk / bpt
+st = j["streaming"]
 print(f"[synthetic] decode: {1/tps:.2f} s/token, {bpt/1e6:.0f} MB read per token, disk {disk/1e6:.0f} MB/s "
-      f"-> disk-bound {bound:.3f} tok/s; achieved {tps:.3f} tok/s = {tps/bound:.2f} of disk-bound")
+      f"(again after the runs: {disk_after/1e6:.0f} MB/s) -> disk-bound {bound:.3f} tok/s; "
+      f"achieved {tps:.3f} tok/s = {tps/bound:.2f} of disk-bound ({st['slots']} slots, "
+      f"{'O_DIRECT' if st['direct_io'] else 'buffered'} reads, {st['file_bytes_read']/1e9:.1f} GB read)")
+t2 = j2["decode_tok_per_s"]["median"]
+print(f"[synthetic] decode with 2 slots (reading and repacking in turn): {1/t2:.2f} s/token = {t2/bound:.2f} of disk-bound")
 PY
-echo "   /usr/bin/time: peak RSS $(rss "$WORK/decode.time") (budget 400 MiB)"
+echo "   /usr/bin/time: peak RSS $(rss "$WORK/decode.time") with 3 slots, $(rss "$WORK/decode2.time") with 2 (budget 400 MiB)"
 
 echo "== [synthetic] tinyllama-1.1b: resident vs --mem-budget 64M (lsb1 everywhere)"
 [[ -f "$WORK/tinyllama/config.json" ]] || "$LSB" synth --shape tinyllama-1.1b -o "$WORK/tinyllama" --seed 1 -t "$THREADS" >/dev/null

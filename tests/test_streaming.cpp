@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/llama_model.h"
+#include "runtime/layer_streamer.h"
 #include "runtime/session.h"
 #include "runtime/threads.h"
 #include "test_util.h"
@@ -45,19 +46,45 @@ TEST(Streaming, SameLogitsAsResidentBitForBit) {
   const std::vector<int> toks = {1, 337, 6228, 1974, 273, 265, 436, 4067, 7967, 2450, 323, 286, 1125, 1659};
   auto src = lsb::open_model(bookworm_lsb());
   lsb::LlamaModel resident(std::shared_ptr<lsb::TensorSource>(std::move(src)));
-  lsb::ModelOptions opt;
-  // Generous: this checks equality, and the test process may already hold other tests' memory
-  // (the budget counts the whole process). The budget itself is checked from the CLI below.
-  opt.mem_budget = 1ull << 30;
-  lsb::LlamaModel streamed(std::shared_ptr<lsb::TensorSource>(lsb::open_model(bookworm_lsb())), opt);
-  ASSERT_TRUE(streamed.streaming());
   ASSERT_FALSE(resident.streaming());
   const auto a = all_logits(resident, toks);
-  const auto b = all_logits(streamed, toks);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << "logit " << i;
-  // Two passes over the model: the second is served by the prefetch pipeline.
-  EXPECT_EQ(streamed.weight_bytes_per_token() > 0, true);
+  // Both pipelines: two slots (read and build in turn) and three (reading overlaps building).
+  for (int slots : {2, 3}) {
+    lsb::ModelOptions opt;
+    // Generous: this checks equality, and the test process may already hold other tests' memory
+    // (the budget counts the whole process). The budget itself is checked from the CLI below.
+    opt.mem_budget = 1ull << 30;
+    opt.max_stream_slots = slots;
+    lsb::LlamaModel streamed(std::shared_ptr<lsb::TensorSource>(lsb::open_model(bookworm_lsb())), opt);
+    ASSERT_TRUE(streamed.streaming());
+    // Twice: the second pass is served by the prefetch pipeline started in the first.
+    for (int pass = 0; pass < 2; ++pass) {
+      const auto b = all_logits(streamed, toks);
+      EXPECT_EQ(streamed.streamer()->slots(), slots);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << slots << " slots, pass " << pass << ", logit " << i;
+    }
+    // Everything the Linear objects built fitted in the arenas the budget was computed from.
+    EXPECT_EQ(streamed.streamer()->arena_overflow_bytes(), 0u);
+    // Every unit was read from the file at least once per pass.
+    EXPECT_GE(streamed.streamer()->bytes_read(), 2 * streamed.weight_bytes_per_token() - 1);
+  }
+}
+
+// The default recipe mixes q8, paper and the dense norms; its arenas must be sized exactly too.
+TEST(Streaming, DefaultRecipeFitsItsArenasAndMatchesResident) {
+  lsb::set_threads(2);
+  const std::string path = (lsbtest::temp_dir() / "bookworm-default.lsb").string();
+  auto r = lsbtest::run_lsb("compress " + LSB_SHARED("models/bookworm-27m") + " -o " + path + " -t 2", 300);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<int> toks = {1, 450, 1701, 3902, 292};
+  lsb::LlamaModel resident(std::shared_ptr<lsb::TensorSource>(lsb::open_model(path)));
+  lsb::ModelOptions opt;
+  opt.mem_budget = 1ull << 30;
+  lsb::LlamaModel streamed(std::shared_ptr<lsb::TensorSource>(lsb::open_model(path)), opt);
+  EXPECT_EQ(all_logits(resident, toks), all_logits(streamed, toks));
+  EXPECT_EQ(streamed.streamer()->slots(), 3);
+  EXPECT_EQ(streamed.streamer()->arena_overflow_bytes(), 0u);
 }
 
 TEST(Streaming, TooSmallBudgetIsRefusedWithTheMinimum) {

@@ -7,6 +7,7 @@
 #include "model_options.h"
 #include "eval/bench.h"
 #include "kernels/dense.h"
+#include "runtime/layer_streamer.h"
 #include "runtime/session.h"
 #include "runtime/sysinfo.h"
 #include "runtime/threads.h"
@@ -58,6 +59,11 @@ void add_bench(CLI::App& app) {
                                {"rss_bytes", rss},
                                {"decode_speedup_vs_first", r.decode_tok_per_s.median / first_decode},
                                {"prompt_speedup_vs_first", r.prompt_tok_per_s.median / first_prompt}});
+      if (const LayerStreamer* st = s.model->streamer())
+        out["models"].back()["streaming"] = {{"slots", st->slots()},
+                                             {"direct_io", st->direct_io()},
+                                             {"file_bytes_read", st->bytes_read()},
+                                             {"arena_overflow_bytes", st->arena_overflow_bytes()}};
     }
     // Peak RSS first: the bandwidth measurement below allocates its own buffers.
     out["peak_rss_bytes"] = peak_rss_bytes();
@@ -84,6 +90,10 @@ void add_bench(CLI::App& app) {
                   streaming ? "memcpy reference skipped under --mem-budget"
                             : fmt::format("machine memcpy {:.1f} GB/s", membw).c_str(),
                   m["rss_bytes"].get<double>() / 1e6);
+      if (m.contains("streaming"))
+        std::printf("  streaming: %d weight slots, %s, %.2f GB read from the file\n", m["streaming"]["slots"].get<int>(),
+                    m["streaming"]["direct_io"].get<bool>() ? "O_DIRECT reads" : "buffered reads",
+                    m["streaming"]["file_bytes_read"].get<double>() / 1e9);
     }
     std::printf("peak RSS of the process: %.1f MB | %d threads, %s\n", out["peak_rss_bytes"].get<double>() / 1e6,
                 get_threads(), kernels::simd_target_name());

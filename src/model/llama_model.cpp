@@ -92,23 +92,27 @@ uint64_t LlamaModel::scratch_bytes(int n) const {
   return 4 * (fwd + att + N * cfg_.vocab_size) + 2 * static_cast<uint64_t>(ctx_) * cfg_.head_dim / 2 * 4;
 }
 
-uint64_t LlamaModel::streaming_need(int n) const {
+uint64_t LlamaModel::streaming_need(int n, int slots) const {
   if (!streamer_) return 0;
-  return base_rss_ + streamer_->footprint().total() + kv_bytes() + scratch_bytes(n);
+  return base_rss_ + streamer_->footprint().with_slots(slots) + kv_bytes() + scratch_bytes(n);
 }
 
 void LlamaModel::check_budget(int n) const {
   if (!streamer_) return;
-  const uint64_t need = streaming_need(n);
-  if (need <= opt_.mem_budget) return;
-  const auto& f = streamer_->footprint();
-  auto mb = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
-  fail(src_->describe(),
-       "--mem-budget {:.0f} MiB is too small: it needs at least {:.0f} MiB = two weight units (current + prefetch) "
-       "{:.1f} + their in-memory repacking {:.1f} + embedding index {:.1f} + KV cache for {} positions {:.1f} + "
-       "activations for {} tokens {:.1f} + the process itself {:.1f} (MiB)",
-       mb(opt_.mem_budget), std::ceil(mb(need)), mb(f.buffers), mb(f.repacked), mb(f.embedding), ctx_, mb(kv_bytes()), n,
-       mb(scratch_bytes(n)), mb(base_rss_));
+  const uint64_t need = streaming_need(n, LayerStreamer::kMinSlots);
+  if (need > opt_.mem_budget) {
+    const auto& f = streamer_->footprint();
+    auto mb = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+    fail(src_->describe(),
+         "--mem-budget {:.0f} MiB is too small: it needs at least {:.0f} MiB = two weight slots (current + prefetch; "
+         "each the largest unit {:.1f} + its in-memory repacking {:.1f}) {:.1f} + embedding index {:.1f} + KV cache "
+         "for {} positions {:.1f} + activations for {} tokens {:.1f} + the process itself {:.1f} (MiB)",
+         mb(opt_.mem_budget), std::ceil(mb(need)), mb(f.unit_bytes), mb(f.slot_bytes - f.unit_bytes),
+         mb(2 * f.slot_bytes), mb(f.embedding), ctx_, mb(kv_bytes()), n, mb(scratch_bytes(n)), mb(base_rss_));
+  }
+  // A third slot, where the budget has room for it, lets reading overlap repacking.
+  const bool room = streaming_need(n, LayerStreamer::kMaxSlots) <= opt_.mem_budget;
+  streamer_->set_slots(room ? std::min(opt_.max_stream_slots, LayerStreamer::kMaxSlots) : LayerStreamer::kMinSlots);
 }
 
 void LlamaModel::reset(int ctx) {

@@ -25,6 +25,9 @@ struct ModelOptions {
   // Streaming only: drop each unit from the OS page cache after reading it, so every token reads
   // the weights from the disk (for measuring disk-bound speed on a machine with spare RAM).
   bool drop_page_cache = false;
+  // Streaming only: at most this many weight slots (2: current + prefetch; 3: reading also
+  // overlaps repacking). Fewer are used when the budget has no room for them.
+  int max_stream_slots = 3;
 };
 
 class LlamaModel {
@@ -53,9 +56,11 @@ class LlamaModel {
   uint64_t n_params() const;
   const Linear& output() const { return *output_ptr_; }
   bool streaming() const { return streamer_ != nullptr; }
+  const LayerStreamer* streamer() const { return streamer_.get(); }  // null when not streaming
   // Bytes the streaming runtime needs resident for a batch of n tokens with the current context
-  // (weights units, KV cache, activations, the process itself); 0 when not streaming.
-  uint64_t streaming_need(int n) const;
+  // with `slots` weight slots (weights, KV cache, activations, the process itself); 0 when not
+  // streaming.
+  uint64_t streaming_need(int n, int slots) const;
 
  private:
   void attention(int layer, int n, int pos);

@@ -1,13 +1,13 @@
 #include "runtime/layer_streamer.h"
 
 #include <fcntl.h>
-#include <malloc.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 #include <xxhash.h>
 
@@ -18,26 +18,37 @@
 namespace lsb {
 namespace {
 
-// Upper bound of the memory a Linear allocates beside its packed bytes (SignLinear repacks the
-// outliers into column + correction arrays and keeps per-row offsets); see kernels/packed_linear.
-uint64_t repack_estimate(const TensorInfo& t) {
+constexpr uint64_t kPage = 4096;     // O_DIRECT alignment of offsets, lengths and buffers
+constexpr uint64_t kAllocSlack = 64;  // alignment an arena allocation may waste
+
+uint64_t align_down(uint64_t x, uint64_t a) { return x / a * a; }
+uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+// Bytes a sign-matrix Linear allocates at load (see kernels::SignLinear): per-row offsets,
+// outlier columns and corrections (with the kernels' padding), float scales and zero points.
+uint64_t sign_arena_bytes(const TensorInfo& t, uint64_t outliers) {
   const uint64_t rows = static_cast<uint64_t>(t.rows());
-  const uint64_t col_bytes = t.cols() <= 65535 ? 2 : 4;     // outlier columns as u16 or u32
-  const uint64_t per_outlier = col_bytes + 4;                // + float correction
-  const uint64_t pad = static_cast<uint64_t>(kernels::kOutlierPad) * 8 + 64;
+  const uint64_t col_bytes = t.cols() <= 65536 ? 2 : 4;
+  const uint64_t padded = outliers + static_cast<uint64_t>(kernels::kOutlierPad);
+  uint64_t ngroups = 1;
   if (t.dtype == DType::LSB1) {
-    const uint64_t k = static_cast<uint64_t>(quant::lsb1_outliers_per_row(t.cols(), t.outlier_ratio));
-    const uint64_t g = t.group_size > 0 ? static_cast<uint64_t>((t.cols() + t.group_size - 1) / t.group_size) : 1;
-    // outliers, per-row offsets (2 x u64), float scales (and zero points with a mean)
-    return rows * (k * per_outlier + 16 + g * 4 * (t.use_mean ? 2 : 1)) + pad;
+    const quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
+    ngroups = static_cast<uint64_t>(quant::blob_layout(t.dtype, t.rows(), t.cols(), p).ngroups);
   }
-  if (t.dtype == DType::PAPER)  // outlier count is data dependent: at most alpha of all weights (+ ties)
-    return rows * 24 + static_cast<uint64_t>(static_cast<double>(t.numel()) * t.outlier_ratio * per_outlier) + 4096 + pad;
-  if (t.dtype == DType::Q8) return rows * 16 + 64;
-  return 0;
+  return 2 * ((rows + 1) * 8 + kAllocSlack) + padded * (col_bytes + 4) + 2 * kAllocSlack +
+         2 * (rows * ngroups * 4 + kAllocSlack);
 }
 
 }  // namespace
+
+void* LayerStreamer::OverflowResource::do_allocate(size_t n, size_t align) {
+  bytes += n;
+  return ::operator new(n, std::align_val_t(align));
+}
+
+void LayerStreamer::OverflowResource::do_deallocate(void* p, size_t n, size_t align) {
+  ::operator delete(p, n, std::align_val_t(align));
+}
 
 LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const ModelConfig& cfg,
                              bool drop_page_cache)
@@ -48,44 +59,75 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
   const std::string where = reader_->describe();
   if (static_cast<int>(reader_->layers().size()) != cfg_.n_layers)
     fail(where, "file lists {} layer regions for {} layers", reader_->layers().size(), cfg_.n_layers);
+  fd_ = ::open(where.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) fail(where, "cannot open: {}", std::strerror(errno));
+
+  // Exact outlier count of a sign-matrix tensor: the sum of its per-row counts section.
+  auto outliers_of = [&](size_t i) -> uint64_t {
+    const TensorInfo& t = tensors[i];
+    if (t.dtype != DType::LSB1 && t.dtype != DType::PAPER) return 0;
+    const quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
+    const quant::BlobLayout L = quant::blob_layout(t.dtype, t.rows(), t.cols(), p, where);
+    const uint64_t n = static_cast<uint64_t>(t.rows());
+    if (L.counts > entries[i].data_size || n * 2 > entries[i].data_size - L.counts)
+      fail(where, "tensor '{}': blob of {} bytes is too short for its outlier counts", t.name, entries[i].data_size);
+    std::vector<uint16_t> counts(n);
+    const auto want = static_cast<ssize_t>(n * 2);
+    if (::pread(fd_, counts.data(), n * 2, static_cast<off_t>(entries[i].data_offset + L.counts)) != want)
+      fail(where, "cannot read the outlier counts of tensor '{}'", t.name);
+    uint64_t total = 0;
+    for (uint16_t c : counts) total += c;
+    return total;
+  };
+
   // Units 0..n_layers-1: layers; unit n_layers: the output head.
-  for (const auto& lr : reader_->layers()) {
-    Unit u;
-    u.offset = lr.offset;
-    u.size = lr.size;
-    units_.push_back(u);
-  }
+  for (const auto& lr : reader_->layers()) units_.push_back(Unit{lr.offset, lr.size, {}, 0});
   const std::string head_name = cfg_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   Unit head;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const int layer = entries[i].layer;
+    Unit* u = nullptr;
     if (layer >= 0 && layer < cfg_.n_layers) {
-      Unit& u = units_[static_cast<size_t>(layer)];
-      if (entries[i].data_offset < u.offset || entries[i].data_offset + entries[i].data_size > u.offset + u.size)
+      u = &units_[static_cast<size_t>(layer)];
+      if (entries[i].data_offset < u->offset || entries[i].data_offset + entries[i].data_size > u->offset + u->size)
         fail(where, "tensor '{}' lies outside the region of layer {}", tensors[i].name, layer);
-      u.tensors.push_back(i);
-      u.repack_estimate += repack_estimate(tensors[i]);
     } else if (tensors[i].name == head_name) {
-      head.offset = entries[i].data_offset;
-      head.size = entries[i].data_size;
-      head.tensors.push_back(i);
-      head.repack_estimate = repack_estimate(tensors[i]);
+      head = Unit{entries[i].data_offset, entries[i].data_size, {}, 0};
+      u = &head;
+    }
+    if (u) {
+      u->tensors.push_back(i);
+      if (tensors[i].shape.size() == 2 && !dtype_is_dense(tensors[i].dtype) && tensors[i].dtype != DType::Q8)
+        u->arena_bytes += sign_arena_bytes(tensors[i], outliers_of(i));
     }
     if (tensors[i].name == "model.embed_tokens.weight") embed_ = &tensors[i];
   }
   if (head.tensors.empty() || !embed_) fail(where, "missing the embedding or the output head");
   units_.push_back(head);
 
-  uint64_t max_size = 0, max_repack = 0;
+  // A slot holds a unit's bytes as read (page-aligned around the unit), then its arena.
   for (const Unit& u : units_) {
-    max_size = std::max(max_size, u.size);
-    max_repack = std::max(max_repack, u.repack_estimate);
+    const uint64_t read_len = align_up(u.offset + u.size, kPage) - align_down(u.offset, kPage);
+    footprint_.unit_bytes = std::max(footprint_.unit_bytes, read_len);
+    footprint_.slot_bytes = std::max(footprint_.slot_bytes, read_len + align_up(u.arena_bytes, kPage));
   }
-  footprint_.buffers = 2 * max_size;
-  footprint_.repacked = 2 * max_repack;
+  // Heap allocations of a built unit beside its arena: norm vectors, the Linear objects, parse's
+  // row buffer.
+  footprint_.slot_bytes += 2ull * static_cast<uint64_t>(cfg_.dim) * 4 + (256u << 10);
 
-  fd_ = ::open(where.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) fail(where, "cannot open: {}", std::strerror(errno));
+  if (drop_page_cache_) {
+    // Reads that bypass the page cache: every unit really comes from the disk, and no copy is
+    // made through the cache. Filesystems without O_DIRECT (tmpfs) fall back to pread+fadvise.
+    fd_direct_ = ::open(where.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (fd_direct_ >= 0) {
+      void* probe = std::aligned_alloc(kPage, kPage);
+      if (!probe || ::pread(fd_direct_, probe, kPage, 0) < 0) {
+        ::close(fd_direct_);
+        fd_direct_ = -1;
+      }
+      std::free(probe);
+    }
+  }
 
   // Embedding through a private map: parsing touches only the small per-row sections.
   map_ = std::make_unique<MappedFile>(where);
@@ -100,12 +142,8 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
                          (64u << 10);  // + pages of the rows in use
   drop_embedding_pages();
 
-  // Per-unit arrays are allocated and freed every token: a fixed mmap threshold returns them to
-  // the OS on free instead of letting glibc's adaptive threshold park them in the heap.
-  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-  ::mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
-  for (Slot& s : slots_) s.buf.resize((max_size + 7) / 8);
-  thread_ = std::thread([this] { worker(); });
+  reader_thread_ = std::thread([this] { reader_loop(); });
+  builder_thread_ = std::thread([this] { builder_loop(); });
 }
 
 LayerStreamer::~LayerStreamer() {
@@ -114,7 +152,14 @@ LayerStreamer::~LayerStreamer() {
     stop_ = true;
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (reader_thread_.joinable()) reader_thread_.join();
+  if (builder_thread_.joinable()) builder_thread_.join();
+  const uint64_t storage = footprint_.slot_bytes;
+  for (Slot& s : slots_) {
+    free_slot(s);
+    if (s.storage) ::munmap(s.storage, storage);
+  }
+  if (fd_direct_ >= 0) ::close(fd_direct_);
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -131,24 +176,51 @@ void LayerStreamer::drop_embedding_pages() {
   ::madvise(reinterpret_cast<void*>(start), embed_bytes_.size() + (base - start), MADV_DONTNEED);
 }
 
-// Reads a unit into a slot and builds its Linear objects (runs on the background thread).
-void LayerStreamer::load(int unit, Slot& s) {
+// ------------------------------------------------------------------ background threads
+
+// Reads a unit's bytes into its slot (reader thread).
+void LayerStreamer::read_unit(Slot& s, int unit) {
   const Unit& u = units_[static_cast<size_t>(unit)];
   const std::string where = reader_->describe();
-  auto* dst = reinterpret_cast<std::byte*>(s.buf.data());
-  uint64_t done = 0;
-  while (done < u.size) {
-    const ssize_t n = ::pread(fd_, dst + done, u.size - done, static_cast<off_t>(u.offset + done));
+  if (!s.storage) {
+    void* p = ::mmap(nullptr, footprint_.slot_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail(where, "cannot allocate a streaming slot of {} bytes: {}", footprint_.slot_bytes, std::strerror(errno));
+    // Fewer page faults on first use and fewer TLB misses while the kernels stream the weights.
+    ::madvise(p, footprint_.slot_bytes, MADV_HUGEPAGE);
+    s.storage = static_cast<std::byte*>(p);
+  }
+  const uint64_t start = align_down(u.offset, kPage), end = u.offset + u.size;
+  const bool direct = fd_direct_ >= 0;
+  // Direct reads cover whole pages around the unit; buffered reads just the unit, at the same
+  // place in the slot (so the unit's alignment in memory does not depend on the mode).
+  const uint64_t from = direct ? start : u.offset, to = direct ? align_up(end, kPage) : end;
+  const int fd = direct ? fd_direct_ : fd_;
+  uint64_t done = from - start;
+  while (start + done < to) {
+    const ssize_t n = ::pread(fd, s.storage + done, to - start - done, static_cast<off_t>(start + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail(where, "read failed at offset {}: {}", u.offset + done, n < 0 ? std::strerror(errno) : "end of file");
+    if (n < 0) fail(where, "read failed at offset {}: {}", start + done, std::strerror(errno));
+    if (n == 0) {
+      if (start + done >= end) break;  // the last page of the file is short
+      fail(where, "read failed at offset {}: end of file", start + done);
+    }
     done += static_cast<uint64_t>(n);
   }
-  bytes_read_ += u.size;
-  if (drop_page_cache_) ::posix_fadvise(fd_, static_cast<off_t>(u.offset), static_cast<off_t>(u.size), POSIX_FADV_DONTNEED);
+  bytes_read_ += done - (from - start);
+  if (!direct && drop_page_cache_)
+    ::posix_fadvise(fd_, static_cast<off_t>(u.offset), static_cast<off_t>(u.size), POSIX_FADV_DONTNEED);
+  s.bytes = std::span<const std::byte>(s.storage + (u.offset - start), u.size);
+}
+
+// Checks a unit's tensors and builds its Linear objects, their arrays in the slot's arena
+// (builder thread).
+void LayerStreamer::build_unit(Slot& s, int unit) {
+  const Unit& u = units_[static_cast<size_t>(unit)];
+  const std::string where = reader_->describe();
   const auto& tensors = reader_->tensors();
   const auto& entries = reader_->entries();
   auto bytes_of = [&](size_t i) {
-    std::span<const std::byte> b(dst + (entries[i].data_offset - u.offset), entries[i].data_size);
+    std::span<const std::byte> b = s.bytes.subspan(entries[i].data_offset - u.offset, entries[i].data_size);
     if (!verified_[i]) {  // each tensor's checksum once per process, as the mapped reader does
       if (XXH3_64bits(b.data(), b.size()) != entries[i].data_checksum)
         fail(where, "checksum mismatch in tensor '{}'", tensors[i].name);
@@ -156,12 +228,11 @@ void LayerStreamer::load(int unit, Slot& s) {
     }
     return b;
   };
-  // Free the slot's previous weights before building the new ones, so no third copy exists.
-  s.layer = LayerWeights{};
-  s.head.reset();
+  const uint64_t arena_at = align_up(static_cast<uint64_t>(s.bytes.data() + s.bytes.size() - s.storage), kPage);
+  s.arena.emplace(s.storage + arena_at, footprint_.slot_bytes - arena_at, &overflow_);
   if (unit == cfg_.n_layers) {
     const size_t i = u.tensors[0];
-    s.head = make_linear(tensors[i], bytes_of(i), where);
+    s.head = make_linear(tensors[i], bytes_of(i), where, &*s.arena);
     return;
   }
   const TensorGetter get = [&](const std::string& name) -> std::pair<const TensorInfo*, std::span<const std::byte>> {
@@ -169,77 +240,148 @@ void LayerStreamer::load(int unit, Slot& s) {
       if (tensors[i].name == name) return {&tensors[i], bytes_of(i)};
     fail(where, "missing tensor '{}' in the region of layer {}", name, unit);
   };
-  s.layer = load_layer(unit, cfg_.dim, get, where);
+  s.layer = load_layer(unit, cfg_.dim, get, where, &*s.arena);
 }
 
-void LayerStreamer::worker() {
+void LayerStreamer::reader_loop() {
   for (;;) {
-    int unit, slot;
+    int slot, unit;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || pending_unit_ >= 0; });
+      cv_.wait(lk, [&] { return stop_ || !read_q_.empty(); });
       if (stop_) return;
-      unit = pending_unit_;
-      slot = pending_slot_;
-      pending_unit_ = -1;
+      slot = read_q_.front();
+      read_q_.pop_front();
+      unit = slots_[slot].unit;
+      ++busy_;
     }
     Slot& s = slots_[slot];
     std::string error;
     try {
-      load(unit, s);
+      read_unit(s, unit);
     } catch (const std::exception& e) {
       error = e.what();
     }
     {
       std::lock_guard<std::mutex> lk(mu_);
-      s.error = error;
-      s.ready = true;
+      --busy_;
+      if (error.empty()) {
+        s.stage = Stage::kRead;
+        build_q_.push_back(slot);
+      } else {
+        s.error = error;
+        s.stage = Stage::kReady;
+      }
     }
     cv_.notify_all();
   }
 }
 
-void LayerStreamer::request(int unit, int slot) {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
+void LayerStreamer::builder_loop() {
+  for (;;) {
+    int slot, unit;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !build_q_.empty(); });
+      if (stop_) return;
+      slot = build_q_.front();
+      build_q_.pop_front();
+      unit = slots_[slot].unit;
+      ++busy_;
+    }
     Slot& s = slots_[slot];
-    s.unit = unit;
-    s.ready = false;
-    s.error.clear();
-    pending_unit_ = unit;
-    pending_slot_ = slot;
+    std::string error;
+    try {
+      build_unit(s, unit);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      --busy_;
+      s.error = error;
+      s.stage = Stage::kReady;
+    }
+    cv_.notify_all();
   }
+}
+
+// ------------------------------------------------------------------ main thread
+
+int LayerStreamer::find_slot(int unit) const {
+  for (int i = 0; i < n_slots_; ++i)
+    if (slots_[i].unit == unit) return i;
+  return -1;
+}
+
+void LayerStreamer::wait_idle(std::unique_lock<std::mutex>& lk) {
+  cv_.wait(lk, [&] { return read_q_.empty() && build_q_.empty() && busy_ == 0; });
+}
+
+void LayerStreamer::schedule(int slot, int unit) {
+  Slot& s = slots_[slot];
+  s.unit = unit;
+  s.stage = Stage::kQueued;
+  s.error.clear();
+  read_q_.push_back(slot);
   cv_.notify_all();
 }
 
+void LayerStreamer::free_slot(Slot& s) {
+  // The Linear objects go before the arena they allocated from.
+  s.layer = LayerWeights{};
+  s.head.reset();
+  s.arena.reset();
+  s.bytes = {};
+  s.unit = -1;
+  s.stage = Stage::kFree;
+  s.error.clear();
+}
+
+void LayerStreamer::set_slots(int n) {
+  n = std::clamp(n, kMinSlots, kMaxSlots);
+  std::unique_lock<std::mutex> lk(mu_);
+  if (n == n_slots_) return;
+  wait_idle(lk);
+  for (int i = n; i < n_slots_; ++i) {
+    free_slot(slots_[i]);
+    if (slots_[i].storage) ::munmap(slots_[i].storage, footprint_.slot_bytes);
+    slots_[i].storage = nullptr;
+    if (current_ == i) current_ = -1;
+  }
+  n_slots_ = n;
+}
+
 const LayerStreamer::Slot& LayerStreamer::acquire(int unit) {
-  int slot = slots_[0].unit == unit ? 0 : slots_[1].unit == unit ? 1 : -1;
+  std::unique_lock<std::mutex> lk(mu_);
+  int slot = find_slot(unit);
   if (slot < 0) {
-    // Not prefetched (first use, or an out-of-order access): load it into a slot that is idle.
-    std::unique_lock<std::mutex> lk(mu_);
-    cv_.wait(lk, [&] { return pending_unit_ < 0 && (slots_[0].unit < 0 || slots_[0].ready) &&
-                              (slots_[1].unit < 0 || slots_[1].ready); });
-    lk.unlock();
+    // Not prefetched (first use, or an out-of-order access): start the pipeline at this unit.
+    wait_idle(lk);
+    for (int i = 0; i < n_slots_; ++i) free_slot(slots_[i]);
+    current_ = -1;
     slot = 0;
-    request(unit, slot);
+    schedule(slot, unit);
   }
   Slot& s = slots_[slot];
-  {
-    std::unique_lock<std::mutex> lk(mu_);
-    cv_.wait(lk, [&] { return s.ready; });
-  }
+  cv_.wait(lk, [&] { return s.stage == Stage::kReady; });
   if (!s.error.empty()) {
-    s.unit = -1;
-    throw Error(s.error);
+    const std::string error = s.error;
+    free_slot(s);
+    throw Error(error);
   }
-  // The other slot's unit has been used: prefetch the unit after this one into it.
-  const int next = (unit + 1) % n_units();
-  Slot& other = slots_[1 - slot];
-  {
-    std::unique_lock<std::mutex> lk(mu_);
-    cv_.wait(lk, [&] { return other.unit < 0 || other.ready; });
+  // The unit computed before this one is done with: its slot takes the next prefetch.
+  if (current_ >= 0 && current_ != slot) free_slot(slots_[current_]);
+  current_ = slot;
+  for (int k = 1; k < n_slots_; ++k) {
+    const int next = (unit + k) % n_units();
+    if (next == unit || find_slot(next) >= 0) continue;
+    int free = -1;
+    for (int i = 0; i < n_slots_ && free < 0; ++i)
+      if (slots_[i].stage == Stage::kFree) free = i;
+    if (free < 0) break;
+    schedule(free, next);
   }
-  if (other.unit != next) request(next, 1 - slot);
   return s;
 }
 

@@ -1,17 +1,30 @@
 // Layer streaming for models larger than the memory one is willing to give them (--mem-budget).
 //
 // The model is divided into units: each transformer layer (its page-aligned region of the .lsb
-// file) and the output head. Two reusable buffers hold the unit being computed and the next one,
-// which a background thread reads with pread() — and turns into Linear objects — while the
-// current unit computes. Embedding rows are read on demand from a memory map whose pages are
-// dropped after each use. Everything resident is accounted for before the first token, and a
-// budget that cannot hold it is refused with the minimum it would need.
+// file) and the output head. A unit lives in a slot: one fixed block of memory holding the
+// unit's bytes followed by an arena for what its Linear objects build at load (repacked
+// outliers, float coefficients). Slots are allocated once and reused, so streaming never pays
+// for fresh pages after the first pass over the model.
+//
+// Two background threads form a pipeline while the main thread computes unit u:
+//   reader  - reads unit u+2 from the file (O_DIRECT with --drop-page-cache, else pread);
+//   builder - checks and builds unit u+1 (parse, repack) from bytes already read.
+// With three slots the disk never waits for the CPU, and the CPU work of a unit hides behind the
+// reading of the next. With two slots (a budget too small for three) reading and building of the
+// next unit run one after the other while the current unit computes.
+//
+// Embedding rows are read on demand from a memory map whose pages are dropped after each use.
+// Everything resident is accounted for before the first token, and a budget that cannot hold it
+// is refused with the minimum it would need.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,14 +38,17 @@ namespace lsb {
 
 // What streaming keeps resident, in bytes (for the budget check and its error message).
 struct StreamFootprint {
-  uint64_t buffers = 0;      // 2 x largest unit (current + prefetch)
-  uint64_t repacked = 0;     // 2 x largest in-memory repacking of a unit (outlier arrays, offsets)
+  uint64_t slot_bytes = 0;   // one slot: the largest unit's bytes + its in-memory repacking
+  uint64_t unit_bytes = 0;   // of which the largest unit's bytes (as read, page-aligned)
   uint64_t embedding = 0;    // row index of the embedding + a few pages
-  uint64_t total() const { return buffers + repacked + embedding; }
+  uint64_t with_slots(int slots) const { return static_cast<uint64_t>(slots) * slot_bytes + embedding; }
 };
 
 class LayerStreamer {
  public:
+  static constexpr int kMinSlots = 2;  // current + prefetch
+  static constexpr int kMaxSlots = 3;  // current + built + being read
+
   LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const ModelConfig& cfg, bool drop_page_cache = false);
   ~LayerStreamer();
   LayerStreamer(const LayerStreamer&) = delete;
@@ -40,9 +56,13 @@ class LayerStreamer {
 
   const StreamFootprint& footprint() const { return footprint_; }
   int n_units() const { return static_cast<int>(units_.size()); }  // n_layers + 1 (the head)
+  // Slots in use (kMinSlots..kMaxSlots); changing it waits for work in flight, frees the slots
+  // given up, and keeps the units already loaded where it can.
+  int slots() const { return n_slots_; }
+  void set_slots(int n);
 
   // Weights of layer l, waiting for them if the prefetch is not done; starts prefetching the
-  // unit after it. Valid until the next call to layer()/head().
+  // units after it. Valid until the next call to layer()/head().
   const LayerWeights& layer(int l);
   const Linear& head();
   // Embedding row of a token (float), read through the map; drop_embedding_pages() releases it.
@@ -52,35 +72,56 @@ class LayerStreamer {
   uint64_t bytes_read() const { return bytes_read_.load(); }
   // Bytes read from the file to decode one token: every unit once, plus one embedding row.
   uint64_t bytes_per_token() const;
+  // Bytes the Linear objects of a unit asked for beyond their slot's arena (served by the heap).
+  // Non-zero means the footprint computed for the budget was too small: a bug.
+  uint64_t arena_overflow_bytes() const { return overflow_.bytes.load(); }
+  // Whether unit reads bypass the page cache (O_DIRECT).
+  bool direct_io() const { return fd_direct_ >= 0; }
 
  private:
   struct Unit {
     uint64_t offset = 0, size = 0;      // region of the file
     std::vector<size_t> tensors;        // indices into reader.tensors()
-    uint64_t repack_estimate = 0;
+    uint64_t arena_bytes = 0;           // what its Linear objects allocate at load
   };
+  enum class Stage { kFree, kQueued, kRead, kReady };
   struct Slot {
-    std::vector<uint64_t> buf;          // 8-byte aligned storage for the unit's bytes
-    int unit = -1;                      // unit held (or being loaded)
-    bool ready = false;
+    std::byte* storage = nullptr;       // slot_bytes, page-aligned (mmap), allocated on first use
+    int unit = -1;                      // unit held or being loaded; -1: free
+    Stage stage = Stage::kFree;
+    std::span<const std::byte> bytes;   // the unit's bytes inside storage
+    std::optional<std::pmr::monotonic_buffer_resource> arena;
     LayerWeights layer;
     std::unique_ptr<Linear> head;
     std::string error;                  // load failure, rethrown on the main thread
   };
+  // Upstream of the slot arenas: the heap, counting what it serves.
+  struct OverflowResource final : std::pmr::memory_resource {
+    std::atomic<uint64_t> bytes{0};
+    void* do_allocate(size_t n, size_t align) override;
+    void do_deallocate(void* p, size_t n, size_t align) override;
+    bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
+  };
 
   const Slot& acquire(int unit);
-  void request(int unit, int slot);
-  void load(int unit, Slot& s);
-  void worker();
+  int find_slot(int unit) const;           // caller holds mu_
+  void wait_idle(std::unique_lock<std::mutex>& lk);
+  void schedule(int slot, int unit);       // caller holds mu_
+  void free_slot(Slot& s);                 // caller holds mu_; the slot is not in flight
+  void read_unit(Slot& s, int unit);       // reader thread
+  void build_unit(Slot& s, int unit);      // builder thread
+  void reader_loop();
+  void builder_loop();
 
   std::shared_ptr<const format::LsbReader> reader_;
   ModelConfig cfg_;
   std::vector<Unit> units_;
-  std::vector<char> verified_;          // per tensor: checksum checked once
+  std::vector<char> verified_;          // per tensor: checksum checked once (builder thread only)
   StreamFootprint footprint_;
-  int fd_ = -1;
+  int fd_ = -1, fd_direct_ = -1;
   bool drop_page_cache_ = false;
   std::atomic<uint64_t> bytes_read_{0};
+  OverflowResource overflow_;
 
   // Embedding read through its own map.
   std::unique_ptr<MappedFile> map_;
@@ -88,12 +129,15 @@ class LayerStreamer {
   std::span<const std::byte> embed_bytes_;
   quant::PackedView embed_view_;
 
-  Slot slots_[2];
+  Slot slots_[kMaxSlots];
+  int n_slots_ = kMinSlots;
+  int current_ = -1;                    // slot the main thread computes with
   std::mutex mu_;
   std::condition_variable cv_;
-  int pending_unit_ = -1, pending_slot_ = -1;
+  std::deque<int> read_q_, build_q_;    // slots, in unit order
+  int busy_ = 0;                        // slots popped from a queue and not finished
   bool stop_ = false;
-  std::thread thread_;
+  std::thread reader_thread_, builder_thread_;
 };
 
 }  // namespace lsb
