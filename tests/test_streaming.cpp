@@ -123,3 +123,18 @@ TEST(Streaming, PeakRssStaysWithinBudgetAndTextMatches) {
   EXPECT_GT(kib, 1000);
   EXPECT_LE(kib * 1024L, 20L << 20) << "peak RSS " << kib << " KiB over the 20 MiB budget";
 }
+
+TEST(Streaming, OpenMpSpinIsBoundedUnlessTheUserChose) {
+  const std::string args = "bench " + bookworm_lsb() + " --prompt-tokens 2 --decode-tokens 2 --reps 1 --json";
+  auto streamed = lsbtest::run_lsb(args + " --mem-budget 100M", 60, "-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY");
+  ASSERT_EQ(streamed.exit_code, 0) << streamed.err;
+  EXPECT_EQ(nlohmann::json::parse(streamed.out).value("gomp_spincount", ""), "10000");
+  // The user's own policy wins, and resident runs keep libgomp's default.
+  auto chosen = lsbtest::run_lsb("bench " + bookworm_lsb() + " --prompt-tokens 2 --decode-tokens 2 --reps 1 --json --mem-budget 100M",
+                                 60, "OMP_WAIT_POLICY=active");
+  ASSERT_EQ(chosen.exit_code, 0) << chosen.err;
+  EXPECT_FALSE(nlohmann::json::parse(chosen.out).contains("gomp_spincount"));
+  auto resident = lsbtest::run_lsb(args, 60, "-u GOMP_SPINCOUNT -u OMP_WAIT_POLICY");
+  ASSERT_EQ(resident.exit_code, 0) << resident.err;
+  EXPECT_FALSE(nlohmann::json::parse(resident.out).contains("gomp_spincount"));
+}

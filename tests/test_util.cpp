@@ -52,9 +52,9 @@ fs::path temp_dir() {
   return d;
 }
 
-RunResult run_lsb(const std::string& args, int timeout_s) {
+RunResult run_lsb(const std::string& args, int timeout_s, const std::string& env) {
   fs::path d = temp_dir();
-  std::string cmd = "timeout -s KILL " + std::to_string(timeout_s) + " " + std::string(LSB_EXE) + " " + args +
+  std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + "timeout -s KILL " + std::to_string(timeout_s) + " " + std::string(LSB_EXE) + " " + args +
                     " >" + (d / "out").string() + " 2>" + (d / "err").string() + " </dev/null";
   auto t0 = std::chrono::steady_clock::now();
   int st = std::system(cmd.c_str());

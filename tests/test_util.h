@@ -18,7 +18,8 @@ struct RunResult {
 };
 // Runs `lsb ARGS` (args already shell-quoted as needed), capturing stdout and stderr, with a
 // time limit (kills and fails after timeout_s).
-RunResult run_lsb(const std::string& args, int timeout_s = 120);
+// `env`: arguments for env(1) before the command (e.g. "-u VAR NAME=value"), empty for none.
+RunResult run_lsb(const std::string& args, int timeout_s = 120, const std::string& env = "");
 
 }  // namespace lsbtest
 

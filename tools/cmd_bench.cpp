@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <cstdlib>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -37,6 +38,8 @@ void add_bench(CLI::App& app) {
     nlohmann::json out = {{"threads", get_threads()},
                           {"simd", kernels::simd_target_name()},
                           {"models", nlohmann::json::array()}};
+    // Spin limit of the OpenMP workers, when set (see bound_openmp_spin_when_streaming).
+    if (const char* spin = std::getenv("GOMP_SPINCOUNT")) out["gomp_spincount"] = spin;
     BenchOptions bo{o->prompt, o->decode, o->reps};
     double first_decode = 0, first_prompt = 0;
     for (const std::string& path : o->models) {

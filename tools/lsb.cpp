@@ -5,8 +5,10 @@
 
 #include "commands.h"
 #include "lsb/error.h"
+#include "runtime/threads.h"
 
 int main(int argc, char** argv) {
+  lsb::bound_openmp_spin_when_streaming(argc, argv);
   CLI::App app{"lsb - Loop Singular Bit: compress, run and measure Llama-family models (Hugging Face folders, GGUF, llama2.c .bin, .lsb)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lsb 0.1.0");
