@@ -356,6 +356,10 @@ TEST(FormatReader, TensorChecksumMismatchNamesTheTensor) {
   lsbtest::RunResult run = lsbtest::run_lsb("run " + p.string() + " -p 'Once upon a time' -n 8 --temp 0");
   EXPECT_NE(run.exit_code, 0);
   EXPECT_NE(run.err.find(want), std::string::npos) << run.err;
+  // Streaming reads the unit itself (its own reads, not the map): the same message.
+  lsbtest::RunResult streamed = lsbtest::run_lsb("run " + p.string() + " -p 'Once upon a time' -n 8 --temp 0 --mem-budget 64M");
+  EXPECT_EQ(streamed.exit_code, 1);
+  EXPECT_NE(streamed.err.find(want), std::string::npos) << streamed.err;
   // The intact file verifies.
   lsbtest::RunResult ok = lsbtest::run_lsb("inspect --verify " + stories_lsb("lsb1").string());
   EXPECT_EQ(ok.exit_code, 0) << ok.err;

@@ -336,5 +336,33 @@ TEST(KernelSimd, BulkF16ConversionEqualsScalarOnEveryFinitePattern) {
   }
 }
 
+// check_content = false (streaming re-loads of bytes checked once) skips value checks only:
+// a non-finite outlier passes, a gap stream that leaves the row or the blob does not.
+TEST(KernelLinear, UncheckedContentStillChecksEverySize) {
+  const Case c{DType::LSB1, {0.05f, 128, false}};
+  const Prepared P = prepare(c, 3, 100, 11);
+  const TensorInfo info = info_for(c, 3, 100, P.blob.size());
+  const LinearLoad unchecked{std::pmr::get_default_resource(), false};
+  const quant::PackedView v = quant::PackedView::parse(c.dtype, P.blob, 3, 100, c.p, "test");
+  ASSERT_GT(v.row_value_start[3], 0u);
+  // First outlier value -> +inf (f16 0x7c00).
+  std::vector<std::byte> inf_value = P.blob;
+  const size_t value_at = static_cast<size_t>(reinterpret_cast<const std::byte*>(v.values) - P.blob.data());
+  inf_value[value_at] = std::byte{0x00};
+  inf_value[value_at + 1] = std::byte{0x7c};
+  EXPECT_THROW(make_linear(info, inf_value, "test"), Error);
+  EXPECT_NO_THROW(make_linear(info, inf_value, "test", unchecked));
+  // First gap byte of row 0 -> 255 repeated: the columns run past the row.
+  std::vector<std::byte> long_gap = P.blob;
+  const size_t gap_at = static_cast<size_t>(reinterpret_cast<const std::byte*>(v.gaps) - P.blob.data());
+  long_gap[gap_at] = std::byte{255};
+  long_gap[gap_at + 1] = std::byte{255};
+  EXPECT_THROW(make_linear(info, long_gap, "test"), Error);
+  EXPECT_THROW(make_linear(info, long_gap, "test", unchecked), Error);
+  // A blob cut short.
+  const std::span<const std::byte> short_blob(P.blob.data(), P.blob.size() - 2);
+  EXPECT_THROW(make_linear(info_for(c, 3, 100, short_blob.size()), short_blob, "test", unchecked), Error);
+}
+
 }  // namespace
 }  // namespace lsb

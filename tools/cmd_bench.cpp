@@ -1,3 +1,4 @@
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -44,7 +45,9 @@ void add_bench(CLI::App& app) {
     double first_decode = 0, first_prompt = 0;
     for (const std::string& path : o->models) {
       Session s = open_session(path, "", /*need_tokenizer=*/false, o->mopt.get());
+      const auto t0 = std::chrono::steady_clock::now();
       BenchResult r = bench_model(*s.model, bo);
+      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const uint64_t rss = current_rss_bytes();
       if (first_decode == 0) {
         first_decode = r.decode_tok_per_s.median;
@@ -66,6 +69,10 @@ void add_bench(CLI::App& app) {
         out["models"].back()["streaming"] = {{"slots", st->slots()},
                                              {"direct_io", st->direct_io()},
                                              {"file_bytes_read", st->bytes_read()},
+                                             {"read_seconds", st->read_seconds()},
+                                             {"build_seconds", st->build_seconds()},
+                                             {"bench_seconds", wall},
+                                             {"reader_busy_fraction", st->read_seconds() / wall},
                                              {"arena_overflow_bytes", st->arena_overflow_bytes()}};
     }
     // Peak RSS first: the bandwidth measurement below allocates its own buffers.
@@ -94,9 +101,14 @@ void add_bench(CLI::App& app) {
                             : fmt::format("machine memcpy {:.1f} GB/s", membw).c_str(),
                   m["rss_bytes"].get<double>() / 1e6);
       if (m.contains("streaming"))
-        std::printf("  streaming: %d weight slots, %s, %.2f GB read from the file\n", m["streaming"]["slots"].get<int>(),
+        std::printf("  streaming: %d weight slots, %s, %.2f GB read from the file at %.2f GB/s while reading; "
+                    "reader busy %.0f%% of the run, builder %.0f%%\n",
+                    m["streaming"]["slots"].get<int>(),
                     m["streaming"]["direct_io"].get<bool>() ? "O_DIRECT reads" : "buffered reads",
-                    m["streaming"]["file_bytes_read"].get<double>() / 1e9);
+                    m["streaming"]["file_bytes_read"].get<double>() / 1e9,
+                    m["streaming"]["file_bytes_read"].get<double>() / 1e9 / m["streaming"]["read_seconds"].get<double>(),
+                    100 * m["streaming"]["reader_busy_fraction"].get<double>(),
+                    100 * m["streaming"]["build_seconds"].get<double>() / m["streaming"]["bench_seconds"].get<double>());
     }
     std::printf("peak RSS of the process: %.1f MB | %d threads, %s\n", out["peak_rss_bytes"].get<double>() / 1e6,
                 get_threads(), kernels::simd_target_name());

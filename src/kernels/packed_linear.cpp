@@ -74,15 +74,15 @@ void build_sign_luts(const float* x, int64_t n, int64_t cols, float* luts) {
 
 // ---------------------------------------------------------------- SignLinear
 SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
-                       std::pmr::memory_resource* mr)
+                       const LinearLoad& load)
     : Linear(info.name, info.rows(), info.cols()),
       blob_bytes_(blob.size()),
-      col16_(mr),
-      col32_(mr),
-      corr_(mr),
-      fscale_(mr),
-      fzero_(mr),
-      pv_(parse_blob(info, blob, where, mr)) {
+      col16_(load.arena),
+      col32_(load.arena),
+      corr_(load.arena),
+      fscale_(load.arena),
+      fzero_(load.arena),
+      pv_(parse_blob(info, blob, where, load)) {
   const int64_t R = rows(), C = cols();
   m_.rows = R;
   m_.cols = C;
@@ -138,7 +138,7 @@ SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, 
 }
 
 quant::PackedView SignLinear::parse_blob(const TensorInfo& info, std::span<const std::byte> blob,
-                                        const std::string& where, std::pmr::memory_resource* mr) {
+                                        const std::string& where, const LinearLoad& load) {
   if (info.dtype != DType::LSB1 && info.dtype != DType::PAPER)
     fail(where, "tensor '{}': {} is not a sign-bit scheme", info.name, dtype_name(info.dtype));
   // Outlier columns go straight into the kernel's arrays (u16 where they fit) as parse decodes
@@ -155,7 +155,7 @@ quant::PackedView SignLinear::parse_blob(const TensorInfo& info, std::span<const
     else std::copy(columns, columns + count, col32_.begin() + static_cast<ptrdiff_t>(first));
   };
   return quant::PackedView::parse(info.dtype, blob, info.rows(), info.cols(), params_of(info),
-                                  tensor_where(where, info), &sink, mr);
+                                  tensor_where(where, info), &sink, load.arena, load.check_content);
 }
 
 void SignLinear::forward(const float* x, int64_t n, float* y) const { forward_with(x, n, y, SignKernel::kMaskedAdd); }
@@ -201,10 +201,12 @@ uint64_t SignLinear::repacked_bytes() const {
 std::string SignLinear::kind() const { return std::string(dtype_name(pv_.dtype)); }
 
 // ---------------------------------------------------------------- Q8Linear
-Q8Linear::Q8Linear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where)
+Q8Linear::Q8Linear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
+                   const LinearLoad& load)
     : Linear(info.name, info.rows(), info.cols()) {
   if (info.dtype != DType::Q8) fail(where, "tensor '{}': {} is not q8", info.name, dtype_name(info.dtype));
-  pv_ = quant::PackedView::parse(info.dtype, blob, rows(), cols(), params_of(info), tensor_where(where, info));
+  pv_ = quant::PackedView::parse(info.dtype, blob, rows(), cols(), params_of(info), tensor_where(where, info), nullptr,
+                                 std::pmr::get_default_resource(), load.check_content);
   m_.rows = rows();
   m_.cols = cols();
   m_.scales = pv_.q8_scales;

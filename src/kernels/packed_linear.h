@@ -88,9 +88,9 @@ class SignLinear final : public Linear {
  public:
   // Parses and validates the blob (lsb::Error prefixed with `where` on any inconsistency).
   // `blob` must outlive the object and be 8-byte aligned.
-  // Arrays it builds (outliers, offsets, float coefficients) come from `mr`.
+  // Arrays it builds (outliers, offsets, float coefficients) come from load.arena.
   SignLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
-             std::pmr::memory_resource* mr = std::pmr::get_default_resource());
+             const LinearLoad& load = {});
   SignLinear(const SignLinear&) = delete;  // the view points into this object's arrays
   SignLinear& operator=(const SignLinear&) = delete;
   void forward(const float* x, int64_t n, float* y) const override;
@@ -105,7 +105,7 @@ class SignLinear final : public Linear {
  private:
   // Validates the blob; stores outlier columns into col16_/col32_ (sized here) as they decode.
   quant::PackedView parse_blob(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
-                               std::pmr::memory_resource* mr);
+                               const LinearLoad& load);
 
   uint64_t blob_bytes_ = 0;
   // Declared before pv_: parse_blob (in pv_'s initializer) fills them.
@@ -120,7 +120,8 @@ class SignLinear final : public Linear {
 // Q8 tensor as a Linear (int8 weights used in place).
 class Q8Linear final : public Linear {
  public:
-  Q8Linear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where);
+  Q8Linear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
+           const LinearLoad& load = {});
   void forward(const float* x, int64_t n, float* y) const override;
   void row(int64_t r, float* out) const override;
   uint64_t weight_bytes() const override;

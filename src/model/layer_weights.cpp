@@ -13,12 +13,11 @@ std::vector<float> load_vector(const TensorInfo& t, std::span<const std::byte> b
   return tensor_to_float(t, bytes);
 }
 
-LayerWeights load_layer(int l, int dim, const TensorGetter& get, const std::string& where,
-                        std::pmr::memory_resource* mr) {
+LayerWeights load_layer(int l, int dim, const TensorGetter& get, const std::string& where, const LinearLoad& load) {
   const std::string p = "model.layers." + std::to_string(l) + ".";
   auto linear = [&](const std::string& name) {
     auto [info, bytes] = get(p + name);
-    return make_linear(*info, bytes, where, mr);
+    return make_linear(*info, bytes, where, load);
   };
   auto vec = [&](const std::string& name) {
     auto [info, bytes] = get(p + name);

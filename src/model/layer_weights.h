@@ -27,9 +27,8 @@ struct LayerWeights {
 using TensorGetter = std::function<std::pair<const TensorInfo*, std::span<const std::byte>>(const std::string&)>;
 
 // Builds layer l's weights from its tensors ("model.layers.{l}.*"); norm vectors become float.
-// Arrays the Linear objects build at load come from `mr` (see make_linear).
-LayerWeights load_layer(int l, int dim, const TensorGetter& get, const std::string& where,
-                        std::pmr::memory_resource* mr = std::pmr::get_default_resource());
+// `load` applies to every matrix (see make_linear).
+LayerWeights load_layer(int l, int dim, const TensorGetter& get, const std::string& where, const LinearLoad& load = {});
 // A dense 1-D tensor (norm weights) as float, checked to have `expect` elements.
 std::vector<float> load_vector(const TensorInfo& t, std::span<const std::byte> bytes, int64_t expect,
                                const std::string& where);

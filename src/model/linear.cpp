@@ -51,7 +51,7 @@ class DenseLinear final : public Linear {
 }  // namespace
 
 std::unique_ptr<Linear> make_linear(const TensorInfo& info, std::span<const std::byte> data,
-                                    const std::string& where, std::pmr::memory_resource* mr) {
+                                    const std::string& where, const LinearLoad& load) {
   if (info.shape.size() != 2) fail(where, "tensor '{}' is not a matrix", info.name);
   if (dtype_is_dense(info.dtype)) {
     const uint64_t need = static_cast<uint64_t>(info.numel()) * dtype_size(info.dtype);
@@ -60,8 +60,8 @@ std::unique_ptr<Linear> make_linear(const TensorInfo& info, std::span<const std:
     return std::make_unique<DenseLinear>(info, data);
   }
   // Quantized tensor: multiplied in its packed form (the constructors validate the blob).
-  if (info.dtype == DType::Q8) return std::make_unique<kernels::Q8Linear>(info, data, where);
-  return std::make_unique<kernels::SignLinear>(info, data, where, mr);
+  if (info.dtype == DType::Q8) return std::make_unique<kernels::Q8Linear>(info, data, where, load);
+  return std::make_unique<kernels::SignLinear>(info, data, where, load);
 }
 
 }  // namespace lsb

@@ -33,11 +33,20 @@ class Linear {
   int64_t rows_, cols_;
 };
 
+// How a quantized tensor is turned into a Linear.
+struct LinearLoad {
+  // Where the arrays built at load (repacked outliers, float coefficients) are allocated; it
+  // must outlive the Linear.
+  std::pmr::memory_resource* arena = std::pmr::get_default_resource();
+  // false: skip the checks of the blob's values (finite scales and outliers, outlier sign bits)
+  // that cannot affect memory safety; every size and offset is still checked. For blobs whose
+  // content was checked before (the streaming runtime re-reading a unit it has checked once).
+  bool check_content = true;
+};
+
 // Builds the Linear for a stored tensor: dense (f32/f16/bf16, used in place, no copy) or a
-// quantized blob. `data` must outlive the returned object, and so must `mr`, from which the
-// arrays built at load (repacked outliers, float coefficients) are allocated.
+// quantized blob. `data` must outlive the returned object.
 std::unique_ptr<Linear> make_linear(const TensorInfo& info, std::span<const std::byte> data,
-                                    const std::string& where,
-                                    std::pmr::memory_resource* mr = std::pmr::get_default_resource());
+                                    const std::string& where, const LinearLoad& load = {});
 
 }  // namespace lsb

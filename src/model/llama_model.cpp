@@ -54,7 +54,7 @@ LlamaModel::LlamaModel(std::shared_ptr<TensorSource> src, const ModelOptions& op
     const TensorInfo& norm = s.get("model.norm.weight");
     final_norm_ = load_vector(norm, s.data(norm), cfg_.dim, s.describe());
     streamer_ = std::make_unique<LayerStreamer>(lsb_file, cfg_, opt_.drop_page_cache);
-    check_budget(1);
+    // The budget is checked by reset(), once the context length (the KV cache) is known.
     return;
   }
   const TensorGetter get = [&s](const std::string& name) {

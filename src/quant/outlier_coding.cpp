@@ -59,20 +59,21 @@ void append_gap_code(std::span<const uint32_t> columns, std::vector<uint8_t>& ou
 
 uint64_t decode_gap_code(const uint8_t* gaps, uint64_t pos, uint64_t end, uint32_t count,
                          int64_t cols, uint32_t* out, const std::string& where, int64_t row) {
-  int64_t prev = -1;
+  // Columns strictly increase, so the row's last column is its largest: one check after the row
+  // covers them all (col is 64-bit and bounded by the bytes read, so it cannot wrap). Columns are
+  // written before that check, so callers must not use `out` when this throws.
+  int64_t col = -1;
   for (uint32_t i = 0; i < count; ++i) {
-    int64_t col = prev + 1;
-    for (;;) {
+    ++col;
+    uint8_t b;
+    do {
       if (pos >= end) fail(where, "row {}: gap stream ends inside outlier {} of {}", row, i, count);
-      const uint8_t b = gaps[pos++];
+      b = gaps[pos++];
       col += b;
-      // Checked per byte so a run of 255s cannot run far past the row (or overflow).
-      if (col >= cols) fail(where, "row {}: outlier {} at column >= {} (corrupt gap stream)", row, i, cols);
-      if (b != 255) break;
-    }
+    } while (b == 255);
     if (out) out[i] = static_cast<uint32_t>(col);
-    prev = col;
   }
+  if (col >= cols) fail(where, "row {}: outlier columns reach {} >= {} columns (corrupt gap stream)", row, col, cols);
   return pos;
 }
 

@@ -24,7 +24,8 @@ uint8_t* write_gap_code(std::span<const uint32_t> columns, uint8_t* dst);
 
 // Decodes `count` columns starting at gaps[pos], never reading at or past gaps[end]. Checks
 // that every column stays < cols; throws lsb::Error "where: row R: ..." otherwise. Writes the
-// columns to `out` (may be null) and returns the position after the last byte read.
+// columns to `out` (may be null; its contents are unspecified when this throws) and returns the
+// position after the last byte read.
 // Column of the next outlier of a row from its gap code: start with col = -1; advances gp past
 // the gap's bytes (255 means "add 255 and read on").
 inline int64_t next_outlier_column(const uint8_t*& gp, int64_t col) {

@@ -145,9 +145,12 @@ struct PackedView {
     std::function<void(int64_t row, uint64_t first, const uint32_t* columns, uint32_t count)> row;
   };
   // The two per-row arrays are allocated from `mr` (the streaming runtime passes an arena).
+  // check_content = false skips the checks of values that cannot affect memory safety (finite
+  // scales, means and outliers, outlier sign bits); sizes, offsets and columns are always checked.
   static PackedView parse(DType t, std::span<const std::byte> blob, int64_t rows, int64_t cols,
                           const SchemeParams& p, const std::string& where, const OutlierSink* sink = nullptr,
-                          std::pmr::memory_resource* mr = std::pmr::get_default_resource());
+                          std::pmr::memory_resource* mr = std::pmr::get_default_resource(),
+                          bool check_content = true);
   void dequantize_row(int64_t r, float* out) const;
 };
 

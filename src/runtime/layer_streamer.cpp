@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -118,7 +120,7 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
   if (drop_page_cache_) {
     // Reads that bypass the page cache: every unit really comes from the disk, and no copy is
     // made through the cache. Filesystems without O_DIRECT (tmpfs) fall back to pread+fadvise.
-    fd_direct_ = ::open(where.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    fd_direct_ = std::getenv("LSB_NO_DIRECT") ? -1 : ::open(where.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
     if (fd_direct_ >= 0) {
       void* probe = std::aligned_alloc(kPage, kPage);
       if (!probe || ::pread(fd_direct_, probe, kPage, 0) < 0) {
@@ -219,20 +221,28 @@ void LayerStreamer::build_unit(Slot& s, int unit) {
   const std::string where = reader_->describe();
   const auto& tensors = reader_->tensors();
   const auto& entries = reader_->entries();
+  // The first load of a unit checks its checksums and every value; later loads of the same
+  // bytes (the file is read-only to us) check only what memory safety depends on.
+  bool first_load = false;
+  for (size_t i : u.tensors) first_load = first_load || !verified_[i];
   auto bytes_of = [&](size_t i) {
     std::span<const std::byte> b = s.bytes.subspan(entries[i].data_offset - u.offset, entries[i].data_size);
-    if (!verified_[i]) {  // each tensor's checksum once per process, as the mapped reader does
-      if (XXH3_64bits(b.data(), b.size()) != entries[i].data_checksum)
-        fail(where, "checksum mismatch in tensor '{}'", tensors[i].name);
-      verified_[i] = 1;
-    }
+    // Each tensor's checksum once per process, as the mapped reader does.
+    if (!verified_[i] && XXH3_64bits(b.data(), b.size()) != entries[i].data_checksum)
+      fail(where, "checksum mismatch in tensor '{}'", tensors[i].name);
     return b;
+  };
+  // Marked only once the whole unit has been built with every check.
+  auto mark_verified = [&] {
+    for (size_t i : u.tensors) verified_[i] = 1;
   };
   const uint64_t arena_at = align_up(static_cast<uint64_t>(s.bytes.data() + s.bytes.size() - s.storage), kPage);
   s.arena.emplace(s.storage + arena_at, footprint_.slot_bytes - arena_at, &overflow_);
+  const LinearLoad load{&*s.arena, first_load};
   if (unit == cfg_.n_layers) {
     const size_t i = u.tensors[0];
-    s.head = make_linear(tensors[i], bytes_of(i), where, &*s.arena);
+    s.head = make_linear(tensors[i], bytes_of(i), where, load);
+    mark_verified();
     return;
   }
   const TensorGetter get = [&](const std::string& name) -> std::pair<const TensorInfo*, std::span<const std::byte>> {
@@ -240,7 +250,8 @@ void LayerStreamer::build_unit(Slot& s, int unit) {
       if (tensors[i].name == name) return {&tensors[i], bytes_of(i)};
     fail(where, "missing tensor '{}' in the region of layer {}", name, unit);
   };
-  s.layer = load_layer(unit, cfg_.dim, get, where, &*s.arena);
+  s.layer = load_layer(unit, cfg_.dim, get, where, load);
+  mark_verified();
 }
 
 void LayerStreamer::reader_loop() {
@@ -257,11 +268,14 @@ void LayerStreamer::reader_loop() {
     }
     Slot& s = slots_[slot];
     std::string error;
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       read_unit(s, unit);
     } catch (const std::exception& e) {
       error = e.what();
     }
+    read_ns_ += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     {
       std::lock_guard<std::mutex> lk(mu_);
       --busy_;
@@ -291,11 +305,14 @@ void LayerStreamer::builder_loop() {
     }
     Slot& s = slots_[slot];
     std::string error;
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       build_unit(s, unit);
     } catch (const std::exception& e) {
       error = e.what();
     }
+    build_ns_ += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     {
       std::lock_guard<std::mutex> lk(mu_);
       --busy_;

@@ -75,6 +75,12 @@ class LayerStreamer {
   // Bytes the Linear objects of a unit asked for beyond their slot's arena (served by the heap).
   // Non-zero means the footprint computed for the budget was too small: a bug.
   uint64_t arena_overflow_bytes() const { return overflow_.bytes.load(); }
+  // Seconds the reader thread spent inside read calls so far: bytes_read() / read_seconds() is
+  // the rate the file delivered while being read; read_seconds() / wall time is how busy the
+  // disk was kept.
+  double read_seconds() const { return static_cast<double>(read_ns_.load()) * 1e-9; }
+  // Seconds the builder thread spent checking and building units.
+  double build_seconds() const { return static_cast<double>(build_ns_.load()) * 1e-9; }
   // Whether unit reads bypass the page cache (O_DIRECT).
   bool direct_io() const { return fd_direct_ >= 0; }
 
@@ -121,6 +127,7 @@ class LayerStreamer {
   int fd_ = -1, fd_direct_ = -1;
   bool drop_page_cache_ = false;
   std::atomic<uint64_t> bytes_read_{0};
+  std::atomic<uint64_t> read_ns_{0}, build_ns_{0};
   OverflowResource overflow_;
 
   // Embedding read through its own map.
