@@ -124,9 +124,14 @@ SignLinear::SignLinear(const TensorInfo& info, std::span<const std::byte> blob, 
     for (int64_t r = 0; r < R; ++r) {
       const float* s = fscale_.data() + r * m_.ngroups;
       const float* m = fmean.empty() ? nullptr : fmean.data() + r * m_.ngroups;
+      // Columns increase along the row, so the group index only moves forward (no division).
+      int64_t g = 0, group_end = m_.group;
       for (uint64_t k = pv_.row_value_start[r]; k < pv_.row_value_start[r + 1]; ++k) {
         const int64_t c = narrow ? col16_[k] : col32_[k];
-        const int64_t g = c / m_.group;
+        while (c >= group_end) {
+          ++g;
+          group_end += m_.group;
+        }
         corr_[k] -= (m ? m[g] : 0.0f) + s[g];
       }
     }
