@@ -145,3 +145,34 @@ TEST(Streaming, OpenMpSpinIsBoundedUnlessTheUserChose) {
   ASSERT_EQ(resident.exit_code, 0) << resident.err;
   EXPECT_FALSE(nlohmann::json::parse(resident.out).contains("gomp_spincount"));
 }
+
+// eval streams layer-major (the whole window through a layer before the next is read): the
+// perplexity is the resident one to the last bit, and each layer is read once per window.
+TEST(Streaming, EvalIsIdenticalToResidentAndReadsEachLayerOncePerWindow) {
+  const std::string args = "eval " + bookworm_lsb() + " --text " + LSB_SHARED("data/bookworm_valid.txt") +
+                           " --ctx 128 --chunks 3 --json -t 2";
+  auto resident = lsbtest::run_lsb(args);
+  auto streamed = lsbtest::run_lsb(args + " --mem-budget 64M");
+  ASSERT_EQ(resident.exit_code, 0) << resident.err;
+  ASSERT_EQ(streamed.exit_code, 0) << streamed.err;
+  const auto r = nlohmann::json::parse(resident.out), s = nlohmann::json::parse(streamed.out);
+  EXPECT_EQ(r["n_scored"], s["n_scored"]);
+  EXPECT_EQ(r["mean_nll"].get<double>(), s["mean_nll"].get<double>());
+  EXPECT_EQ(r["ppl"].get<double>(), s["ppl"].get<double>());
+
+  // In process: three windows of 128 tokens read the model three times (plus the prefetch of
+  // at most two units), not 384 times.
+  lsb::ModelOptions opt;
+  opt.mem_budget = 1ull << 30;
+  lsb::LlamaModel m(std::shared_ptr<lsb::TensorSource>(lsb::open_model(bookworm_lsb())), opt);
+  const int vocab = m.config().vocab_size;
+  std::vector<int> window(128, 300);
+  window[0] = 1;
+  std::vector<float> logits(static_cast<size_t>(128) * vocab);
+  for (int w = 0; w < 3; ++w) {
+    m.reset(128);
+    m.forward(window.data(), 128, 0, logits.data(), 0);
+  }
+  EXPECT_LE(m.streamer()->bytes_read(), 4 * m.weight_bytes_per_token());
+  EXPECT_GE(m.streamer()->bytes_read(), 3 * m.weight_bytes_per_token() - 3 * 4096);
+}
