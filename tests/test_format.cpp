@@ -162,8 +162,9 @@ TEST(FormatSpec, HeaderFieldsAtDocumentedOffsets) {
     if (layer != last_layer) {
       EXPECT_EQ(off % 4096, 0u) << "layer region of " << e.name << " not page-aligned";
     }
-    if (e.name.rfind("model.layers.", 0) == 0)
+    if (e.name.rfind("model.layers.", 0) == 0) {
       EXPECT_EQ(layer, std::stoi(e.name.substr(13))) << e.name;
+    }
     last_layer = layer;
     prev_end = off + size;
   }
@@ -357,7 +358,7 @@ TEST(FormatReader, TensorChecksumMismatchNamesTheTensor) {
   EXPECT_NE(run.exit_code, 0);
   EXPECT_NE(run.err.find(want), std::string::npos) << run.err;
   // Streaming reads the unit itself (its own reads, not the map): the same message.
-  lsbtest::RunResult streamed = lsbtest::run_lsb("run " + p.string() + " -p 'Once upon a time' -n 8 --temp 0 --mem-budget 64M");
+  lsbtest::RunResult streamed = lsbtest::run_lsb("run " + p.string() + " -p 'Once upon a time' -n 8 --temp 0 --mem-budget 1G");
   EXPECT_EQ(streamed.exit_code, 1);
   EXPECT_NE(streamed.err.find(want), std::string::npos) << streamed.err;
   // The intact file verifies.

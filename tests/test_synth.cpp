@@ -139,7 +139,9 @@ TEST(SynthModel, TinyRunsGreedy) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   EXPECT_GT(j.at("n_prompt").get<int>(), 1);
-  if (j.at("stop_reason") != "eos") EXPECT_EQ(j.at("n_generated").get<int>(), 8) << r.out;
+  if (j.at("stop_reason") != "eos") {
+    EXPECT_EQ(j.at("n_generated").get<int>(), 8) << r.out;
+  }
   // Greedy is deterministic: a second run gives the same tokens.
   auto r2 = lsbtest::run_lsb("run " + tiny_model().string() + " -n 8 --temp 0 -p 'The river' --json");
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
@@ -290,7 +292,9 @@ TEST(SynthModel, ShardsWithValidIndex) {
     lsb::SafetensorsFile f((dir / fmt::format("model-{:05}-of-{:05}.safetensors", i, res.n_shards)).string());
     uint64_t bytes = 0;
     for (const auto& t : f.tensors()) bytes += t.nbytes;
-    if (f.tensors().size() > 1) EXPECT_LE(bytes, o.max_shard_bytes) << f.path();
+    if (f.tensors().size() > 1) {
+      EXPECT_LE(bytes, o.max_shard_bytes) << f.path();
+    }
   }
   // Sharding changes the files, not the weights: same tensors as the unsharded model of that seed.
   const fs::path one = lsbtest::temp_dir() / "one";

@@ -47,7 +47,10 @@ std::string slurp(const fs::path& p) {
 
 fs::path temp_dir() {
   static int counter = 0;
-  fs::path d = temp_root().root / ("d" + std::to_string(counter++));
+  // (Not "d" + std::to_string(...): g++ 12 warns about that with a false -Wrestrict.)
+  std::string name = std::to_string(counter++);
+  name.insert(name.begin(), 'd');
+  fs::path d = temp_root().root / name;
   fs::create_directories(d);
   return d;
 }
