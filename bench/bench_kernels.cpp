@@ -1,5 +1,5 @@
-// Micro-benchmarks: packed-weight kernels (LSB1 / PAPER / Q8, every SignKernel variant) beside
-// dense bf16 and a measured memcpy bandwidth, at 1 and 2 threads, for one token (decode) and
+// Micro-benchmarks: the Linear of every stored scheme (bf16, q8, lsb1 with and without means,
+// paper) beside a measured memcpy bandwidth, at 1 and 2 threads, for one token (decode) and
 // a batch of 16 tokens (prompt processing). Counters:
 //   packed_GBps  bytes of the stored tensor (blob, or bf16 matrix) per second
 //   GFLOPs       2 * rows * cols * tokens per second
@@ -16,10 +16,8 @@
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
-#include "io/fp16.h"
-#include "kernels/dense.h"
-#include "kernels/packed_linear.h"
-#include "model/linear.h"
+#include "kernels/packed.h"
+#include "linear/linear.h"
 #include "quant/scheme.h"
 
 namespace {
@@ -31,10 +29,19 @@ struct Shape {
 };
 constexpr Shape kShapes[] = {{512, 512}, {1536, 512}, {4096, 4096}, {14336, 4096}};
 
-enum Kind { kBF16, kLsb1Masked, kLsb1Select, kLsb1Lut, kLsb1Mean, kPaper, kQ8 };
-const char* kind_name(int k) {
-  static const char* names[] = {"bf16", "lsb1_masked", "lsb1_select", "lsb1_lut", "lsb1_mean_masked", "paper", "q8"};
-  return names[k];
+// What is measured: a scheme and the options it is quantized with.
+struct Kind {
+  const char* name;
+  DType dtype;
+  quant::SchemeOptions options;
+};
+const std::vector<Kind>& kinds() {
+  static const std::vector<Kind> k = {{"bf16", DType::BF16, {}},
+                                      {"lsb1", DType::LSB1, {}},
+                                      {"lsb1_mean", DType::LSB1, {.use_mean = true}},
+                                      {"paper", DType::PAPER, {}},
+                                      {"q8", DType::Q8, {}}};
+  return k;
 }
 
 // One tensor of one kind and shape, kept while benchmarks of that shape run.
@@ -43,22 +50,10 @@ struct Tensor {
   std::unique_ptr<Linear> lin;
 };
 
-TensorInfo make_info(DType t, Shape s, const quant::SchemeParams& p, size_t nbytes) {
-  TensorInfo info;
-  info.name = "bench";
-  info.shape = {s.rows, s.cols};
-  info.dtype = t;
-  info.nbytes = nbytes;
-  info.group_size = p.group_size;
-  info.outlier_ratio = p.outlier_ratio;
-  info.use_mean = p.use_mean;
-  return info;
-}
-
 const Tensor& tensor(int shape, int kind) {
   static int cached_shape = -1;
   static std::vector<float> w;
-  static std::unique_ptr<Tensor> cache[7];
+  static std::vector<std::unique_ptr<Tensor>> cache(kinds().size());
   if (shape != cached_shape) {
     for (auto& c : cache) c.reset();
     const Shape s = kShapes[shape];
@@ -68,26 +63,19 @@ const Tensor& tensor(int shape, int kind) {
     for (auto& v : w) v = nd(rng);
     cached_shape = shape;
   }
-  auto& slot = cache[kind];
+  auto& slot = cache[static_cast<size_t>(kind)];
   if (!slot) {
     const Shape s = kShapes[shape];
+    const Kind& k = kinds()[static_cast<size_t>(kind)];
     slot = std::make_unique<Tensor>();
-    DType t = DType::LSB1;
-    quant::SchemeParams p{0.02f, 128, false};
-    if (kind == kBF16) t = DType::BF16;
-    if (kind == kLsb1Mean) p.use_mean = true;
-    if (kind == kPaper) t = DType::PAPER, p.group_size = 0;
-    if (kind == kQ8) t = DType::Q8;
-    if (t == DType::BF16) {
-      slot->blob.resize(w.size() * 2);
-      for (size_t i = 0; i < w.size(); ++i) {
-        const uint16_t b = f32_to_bf16(w[i]);
-        std::memcpy(slot->blob.data() + 2 * i, &b, 2);
-      }
-    } else {
-      slot->blob = quant::quantize(t, w.data(), s.rows, s.cols, p);
-    }
-    slot->lin = make_linear(make_info(t, s, p, slot->blob.size()), slot->blob, "bench");
+    TensorInfo info;
+    info.name = "bench";
+    info.shape = {s.rows, s.cols};
+    info.dtype = k.dtype;
+    info.params = quant::make_params(k.dtype, k.options, "bench");
+    slot->blob = quant::quantize(k.dtype, {.w = w.data(), .rows = s.rows, .cols = s.cols, .params = info.params});
+    info.nbytes = slot->blob.size();
+    slot->lin = make_linear(info, slot->blob, "bench");
   }
   return *slot;
 }
@@ -104,17 +92,12 @@ void BM_Linear(benchmark::State& state) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (auto& v : x) v = nd(rng);
   omp_set_num_threads(threads);
-  const auto* sign = dynamic_cast<const kernels::SignLinear*>(T.lin.get());
-  const kernels::SignKernel variant = kind == kLsb1Select ? kernels::SignKernel::kSignSelect
-                                      : kind == kLsb1Lut  ? kernels::SignKernel::kLut
-                                                          : kernels::SignKernel::kMaskedAdd;
   for (auto _ : state) {
-    if (sign) sign->forward_with(x.data(), n, y.data(), variant);
-    else T.lin->forward(x.data(), n, y.data());
+    T.lin->forward(x.data(), n, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  state.SetLabel(fmt::format("{} {}x{} t{} n{} [{}]", kind_name(kind), s.rows, s.cols, threads, n,
+  state.SetLabel(fmt::format("{} {}x{} t{} n{} [{}]", kinds()[static_cast<size_t>(kind)].name, s.rows, s.cols, threads, n,
                              kernels::packed_target_name()));
   state.counters["packed_GBps"] =
       benchmark::Counter(static_cast<double>(T.blob.size()) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
@@ -145,9 +128,9 @@ void register_all() {
   for (int shape = 0; shape < 4; ++shape)
     for (int64_t n : {1, 16})
       for (int threads : {1, 2})
-        for (int kind = kBF16; kind <= kQ8; ++kind) {
-          if (n > 1 && kind == kLsb1Select) continue;  // gemv-only experiment
-          benchmark::RegisterBenchmark(fmt::format("linear/{}/{}x{}/t{}/n{}", kind_name(kind), kShapes[shape].rows,
+        for (int kind = 0; kind < static_cast<int>(kinds().size()); ++kind) {
+          benchmark::RegisterBenchmark(fmt::format("linear/{}/{}x{}/t{}/n{}", kinds()[static_cast<size_t>(kind)].name,
+                                                   kShapes[shape].rows,
                                                    kShapes[shape].cols, threads, n)
                                            .c_str(),
                                        BM_Linear)

@@ -17,8 +17,8 @@
 #include "io/hf_folder.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
-#include "lsb/config.h"
-#include "lsb/error.h"
+#include "base/config.h"
+#include "base/error.h"
 #include "model/model_tensors.h"
 #include "model/tokenizer.h"
 #include "fuzz_util.h"
@@ -56,8 +56,8 @@ inline std::string folder() {
 }
 
 
-using lsb::format::get_le;
-using lsb::format::put_le;
+using lsb::load_le;
+using lsb::store_le;
 
 inline bool inside(uint64_t off, uint64_t len, uint64_t size) { return off <= size && len <= size - off; }
 
@@ -66,17 +66,17 @@ inline void fix_checksums(std::vector<uint8_t>& buf) {
   const uint64_t size = buf.size();
   if (size < f::kHeaderSize) return;
   auto* b = reinterpret_cast<std::byte*>(buf.data());
-  put_le(b + 16, size, 8);  // file_size
-  const uint64_t meta_off = get_le(b + 24, 8), meta_size = get_le(b + 32, 8);
-  const uint64_t tok_off = get_le(b + 40, 8), tok_size = get_le(b + 48, 8);
-  const uint64_t count = get_le(b + 60, 4);
-  const uint64_t str_off = get_le(b + 64, 8), str_size = get_le(b + 72, 8);
-  const uint64_t dir_off = get_le(b + 80, 8), dir_size = get_le(b + 88, 8);
+  store_le(b + 16, size, 8);  // file_size
+  const uint64_t meta_off = load_le(b + 24, 8), meta_size = load_le(b + 32, 8);
+  const uint64_t tok_off = load_le(b + 40, 8), tok_size = load_le(b + 48, 8);
+  const uint64_t count = load_le(b + 60, 4);
+  const uint64_t str_off = load_le(b + 64, 8), str_size = load_le(b + 72, 8);
+  const uint64_t dir_off = load_le(b + 80, 8), dir_size = load_le(b + 88, 8);
   if (inside(dir_off, dir_size, size) && count <= dir_size / f::kEntrySize) {
     for (uint64_t i = 0; i < count; ++i) {
       std::byte* e = b + dir_off + i * f::kEntrySize;
-      const uint64_t off = get_le(e + 64, 8), len = get_le(e + 72, 8);
-      if (inside(off, len, size)) put_le(e + 80, XXH3_64bits(b + off, len), 8);
+      const uint64_t off = load_le(e + 64, 8), len = load_le(e + 72, 8);
+      if (inside(off, len, size)) store_le(e + 80, XXH3_64bits(b + off, len), 8);
     }
   }
   if (!inside(meta_off, meta_size, size) || !inside(tok_off, tok_size, size) || !inside(str_off, str_size, size) ||
@@ -89,7 +89,7 @@ inline void fix_checksums(std::vector<uint8_t>& buf) {
   XXH3_64bits_update(st, b + tok_off, tok_size);
   XXH3_64bits_update(st, b + str_off, str_size);
   XXH3_64bits_update(st, b + dir_off, dir_size);
-  put_le(b + f::kChecksumOffset, XXH3_64bits_digest(st), 8);
+  store_le(b + f::kChecksumOffset, XXH3_64bits_digest(st), 8);
   XXH3_freeState(st);
 }
 

@@ -15,12 +15,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "format/compress.h"
+#include "pipeline/compress.h"
 #include "format/lsb_reader.h"
-#include "format/recipe.h"
-#include "io/fp16.h"
-#include "lsb/error.h"
+#include "pipeline/recipe.h"
+#include "base/fp16.h"
+#include "base/error.h"
 #include "quant/metrics.h"
+#include "quant/lsb1.h"
+#include "quant/paper.h"
 #include "quant/scheme.h"
 #include "test_util.h"
 
@@ -68,8 +70,8 @@ Ref independent(const lsb::format::LsbReader& r, size_t i, const std::vector<flo
   const auto blob = r.data(t);
   std::vector<float> q(w.size());
   const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1, cols = static_cast<int64_t>(w.size()) / rows;
-  const lsb::quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
-  lsb::quant::dequantize_reference(t.dtype, blob, rows, cols, p, q.data());
+  const auto view = lsb::quant::open_blob(t.dtype, blob, rows, cols, t.params);
+  for (int64_t row = 0; row < rows; ++row) view->dequantize_row(row, q.data() + row * cols);
   double ae = 0, e2 = 0, w2 = 0, q2 = 0, wq = 0;
   for (size_t k = 0; k < w.size(); ++k) {
     const double a = w[k], b = q[k];
@@ -85,10 +87,12 @@ Ref independent(const lsb::format::LsbReader& r, size_t i, const std::vector<flo
   ref.snr_db = e2 > 0 ? 10 * std::log10(w2 / e2) : INFINITY;
   ref.cosine = wq / std::sqrt(w2 * q2);
   if (t.dtype == DType::LSB1 || t.dtype == DType::PAPER) {
-    const auto L = lsb::quant::blob_layout(t.dtype, rows, cols, p);
+    const uint64_t counts = t.dtype == DType::LSB1
+                                ? lsb::quant::Lsb1Layout(rows, cols, lsb::quant::Lsb1Params::parse(t.params, "t"), "t").counts
+                                : lsb::quant::PaperLayout(rows, cols, "t").counts;
     for (int64_t row = 0; row < rows; ++row) {
       uint16_t c;
-      std::memcpy(&c, blob.data() + L.counts + 2 * row, 2);
+      std::memcpy(&c, blob.data() + counts + 2 * row, 2);
       ref.outliers += c;
     }
   }
@@ -115,7 +119,7 @@ bool has_temp_files(const fs::path& dir) {
 }  // namespace
 
 TEST(CompressRecipe, GlobKeepRulesAndNorms) {
-  using namespace lsb::format;
+  using namespace lsb;
   EXPECT_TRUE(glob_match("lm_head.weight", "lm_head.weight"));
   EXPECT_TRUE(glob_match("model.layers.*.mlp.down_proj.weight", "model.layers.11.mlp.down_proj.weight"));
   EXPECT_TRUE(glob_match("*v_proj*", "model.layers.0.self_attn.v_proj.weight"));
@@ -164,9 +168,9 @@ TEST(CompressRoundTrip, LibraryMetricsMatchIndependentComputation) {
   for (const std::string scheme : {"default", "lsb1", "paper", "q8", "bf16"}) {
     SCOPED_TRACE(scheme);
     const fs::path out = lsbtest::temp_dir() / "s.lsb";
-    lsb::format::CompressOptions o;
+    lsb::CompressOptions o;
     o.scheme = scheme;
-    const lsb::format::CompressReport rep = lsb::format::compress_model(stories(), out.string(), o);
+    const lsb::CompressReport rep = lsb::compress_model(stories(), out.string(), o);
     ASSERT_TRUE(fs::exists(out));
     EXPECT_EQ(rep.output_bytes, fs::file_size(out));
     EXPECT_EQ(rep.params, 260032u);
@@ -182,12 +186,12 @@ TEST(CompressRoundTrip, LibraryMetricsMatchIndependentComputation) {
       const Ref ref = independent(r, i, w);
       ASSERT_EQ(stored[i].at("name"), t.name);
       expect_metrics_match(stored[i], ref, t.name);
-      expect_metrics_match(lsb::format::tensor_report_json(rep.tensors[i]), ref, t.name);
+      expect_metrics_match(lsb::tensor_report_json(rep.tensors[i]), ref, t.name);
       EXPECT_EQ(rep.tensors[i].bytes, t.nbytes);
       if (t.shape.size() == 1) {
         EXPECT_EQ(t.dtype, DType::F32) << t.name;
       } else if (scheme != "default") {
-        EXPECT_EQ(lsb::quant::traits(t.dtype).name, scheme) << t.name;
+        EXPECT_EQ(lsb::quant::scheme_name(t.dtype), scheme) << t.name;
       }
       if (t.dtype == DType::LSB1) {
         EXPECT_GT(ref.outliers, 0u) << t.name;
@@ -244,9 +248,9 @@ TEST(CompressBookworm, DefaultRecipeAndLsb1Budgets) {
   for (const auto& [scheme, budget] : {std::pair<std::string, double>{"default", 2.84}, {"lsb1", 1.7}}) {
     SCOPED_TRACE(scheme);
     const fs::path out = lsbtest::temp_dir() / (scheme + ".lsb");
-    lsb::format::CompressOptions o;
+    lsb::CompressOptions o;
     o.scheme = scheme;
-    const auto rep = lsb::format::compress_model(bookworm(), out.string(), o);
+    const auto rep = lsb::compress_model(bookworm(), out.string(), o);
     const double bpw = fs::file_size(out) * 8.0 / params;  // whole file, everything counted
     std::printf("bookworm-27m --scheme %s: %.4f bpw, %.3fx vs bf16\n", scheme.c_str(), bpw, params * 2.0 / fs::file_size(out));
     EXPECT_LE(bpw, budget);
@@ -326,9 +330,9 @@ TEST(CompressFailures, FailingRunsLeaveNothing) {
   // A corrupt .lsb as the source fails half way through (at layer 3's checksum), after the
   // output's temporary file was created and tensors were written to it.
   const fs::path good = d / "src.lsb", bad = d / "bad_src.lsb";
-  lsb::format::CompressOptions o;
+  lsb::CompressOptions o;
   o.scheme = "f32";
-  lsb::format::compress_model(stories(), good.string(), o);
+  lsb::compress_model(stories(), good.string(), o);
   {
     std::string b = slurp(good);
     lsb::format::LsbReader r(good.string());

@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "lsb/config.h"
-#include "lsb/error.h"
+#include "base/config.h"
+#include "base/error.h"
 #include "test_util.h"
 
 namespace {

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/perplexity.h"
-#include "lsb/error.h"
+#include "base/error.h"
 #include "test_util.h"
 
 namespace {

@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "io/gguf.h"
-#include "io/gguf_writer.h"
-#include "lsb/error.h"
+#include "lib/gguf_writer.h"
+#include "base/error.h"
 #include "model/llama_model.h"
 #include "model/sampler.h"
 #include "model/tokenizer.h"
@@ -42,7 +42,8 @@ std::string gguf_of(uint32_t type) {
 // Logits of every position of reference.json's tokens.
 std::vector<float> logits_of(const std::string& model_path, int& vocab) {
   lsb::set_threads(2);
-  auto model = std::make_unique<lsb::LlamaModel>(std::shared_ptr<lsb::TensorSource>(lsb::open_model(model_path)));
+  lsb::Session session = lsbtest::session_on(model_path);
+  lsb::LlamaModel* model = session.model.get();
   const std::vector<int> tokens = reference()["tokens"].get<std::vector<int>>();
   const int n = static_cast<int>(tokens.size()) - 1;
   vocab = model->config().vocab_size;

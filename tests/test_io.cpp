@@ -10,12 +10,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "io/fp16.h"
+#include "base/fp16.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
-#include "lsb/dtype.h"
-#include "lsb/error.h"
-#include "lsb/tensor_source.h"
+#include "base/dtype.h"
+#include "base/error.h"
+#include "io/tensor_source.h"
 #include "model/model_tensors.h"
 #include "test_util.h"
 
@@ -166,17 +166,22 @@ TEST(IoFp16, Bfloat16RoundTripAndRounding) {
 }
 
 TEST(IoDType, NamesSizesRoundTrip) {
-  for (lsb::DType t : {lsb::DType::F32, lsb::DType::F16, lsb::DType::BF16, lsb::DType::Q8, lsb::DType::LSB1,
-                       lsb::DType::PAPER}) {
-    auto back = lsb::dtype_from_name(lsb::dtype_name(t));
+  for (lsb::DType t : {lsb::DType::F32, lsb::DType::F16, lsb::DType::BF16}) {
+    auto back = lsb::dense_dtype_from_name(lsb::dtype_name(t));
     ASSERT_TRUE(back.has_value()) << lsb::dtype_name(t);
     EXPECT_EQ(*back, t);
-    EXPECT_EQ(lsb::dtype_is_dense(t), lsb::dtype_size(t) > 0);
+    EXPECT_TRUE(lsb::dtype_is_dense(t));
+  }
+  for (lsb::DType t : {lsb::DType::Q8, lsb::DType::LSB1, lsb::DType::PAPER}) {
+    EXPECT_FALSE(lsb::dtype_is_dense(t));
+    EXPECT_EQ(lsb::dtype_size(t), 0u);
+    EXPECT_EQ(lsb::dtype_name(t), "dtype " + std::to_string(static_cast<int>(t)));
   }
   EXPECT_EQ(lsb::dtype_size(lsb::DType::F32), sizeof(float));
   EXPECT_EQ(lsb::dtype_size(lsb::DType::BF16), sizeof(uint16_t));
-  EXPECT_EQ(lsb::dtype_from_name("bf16"), lsb::DType::BF16);
-  EXPECT_FALSE(lsb::dtype_from_name("I64").has_value());
+  EXPECT_EQ(lsb::dense_dtype_from_name("bf16"), lsb::DType::BF16);
+  EXPECT_FALSE(lsb::dense_dtype_from_name("I64").has_value());
+  EXPECT_FALSE(lsb::dense_dtype_from_name("LSB1").has_value());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-// Kernels on packed weights: SIMD == scalar reference (every compiled target, every variant),
-// scalar reference == product with the dequantized matrix, embedding rows, batch == per token.
+// Multiplication by stored weights: every scheme of the table has a Linear; SIMD kernels equal
+// the reference (kernels/reference.h) on every compiled target; the reference equals the product
+// with the dequantized matrix; embedding rows; batch == per token.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -13,25 +14,33 @@
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
-#include "io/fp16.h"
+#include "base/error.h"
+#include "base/fp16.h"
 #include "kernels/dense.h"
-#include "kernels/packed_linear.h"
-#include "kernels/packed_ref.h"
-#include "lsb/error.h"
-#include "model/linear.h"
+#include "kernels/packed.h"
+#include "kernels/reference.h"
+#include "linear/linear.h"
+#include "linear/sign_linear.h"
+#include "quant/lsb1.h"
+#include "quant/q8.h"
 #include "quant/scheme.h"
 
 namespace lsb {
 namespace {
 
-using kernels::SignKernel;
-
 struct Case {
   DType dtype;
-  quant::SchemeParams p;
-  std::string label() const {
-    return fmt::format("{} alpha={} G={} mean={}", dtype_name(dtype), p.outlier_ratio, p.group_size, p.use_mean);
+  float alpha = 0.02f;
+  int group = 128;
+  bool mean = false;
+  std::string params() const {
+    quant::SchemeOptions o;
+    o.outlier_ratio = alpha;
+    o.group_size = group;
+    o.use_mean = mean;
+    return quant::make_params(dtype, o, "test");
   }
+  std::string label() const { return fmt::format("{} {}", quant::scheme_name(dtype), params()); }
 };
 
 // Weights with a heavy tail, so that outliers differ a lot from the sign part.
@@ -58,24 +67,26 @@ TensorInfo info_for(const Case& c, int64_t rows, int64_t cols, size_t nbytes) {
   info.shape = {rows, cols};
   info.dtype = c.dtype;
   info.nbytes = nbytes;
-  info.group_size = c.p.group_size;
-  info.outlier_ratio = c.p.outlier_ratio;
-  info.use_mean = c.p.use_mean;
+  info.params = c.params();
   return info;
 }
 
-// All quantized schemes and parameters tried for one shape; `salt` rotates group sizes so that
-// every size meets every shape across the loop (5 does not divide any vector width or a nibble).
+// Every scheme of the table, with the parameters tried for one shape; `salt` rotates group
+// sizes so that every size meets every shape across the loop (5 divides no vector width).
 std::vector<Case> cases_for(int salt) {
   static constexpr int kGroups[] = {128, 0, 5, 64, 16};
   std::vector<Case> cases;
   int i = salt;
-  for (float alpha : {0.0f, 0.02f, 0.3f}) {
-    for (bool mean : {false, true})
-      cases.push_back({DType::LSB1, {alpha, kGroups[i++ % 5], mean}});
-    cases.push_back({DType::PAPER, {alpha, 0, false}});
+  for (const quant::SchemeOps* s : quant::all_schemes()) {
+    if (s->id == DType::LSB1) {
+      for (float alpha : {0.0f, 0.02f, 0.3f})
+        for (bool mean : {false, true}) cases.push_back({DType::LSB1, alpha, kGroups[i++ % 5], mean});
+    } else if (s->id == DType::PAPER) {
+      for (float alpha : {0.0f, 0.02f, 0.3f}) cases.push_back({DType::PAPER, alpha, 0, false});
+    } else {
+      cases.push_back({s->id});
+    }
   }
-  cases.push_back({DType::Q8, {}});
   return cases;
 }
 
@@ -97,21 +108,21 @@ struct Prepared {
   Case c;
   int64_t rows, cols;
   std::vector<std::byte> blob;
-  std::vector<float> wd;  // dequantize_reference, for tolerances and the spec check
+  std::vector<float> wd;  // dequantized rows, for tolerances and the spec check
   std::vector<float> x;   // kMaxTokens tokens
-  std::vector<float> ref; // packed_gemm_ref over kMaxTokens tokens: y[t * rows + r]
+  std::vector<float> ref; // reference_gemm over kMaxTokens tokens: y[t * rows + r]
 };
 
 Prepared prepare(const Case& c, int64_t rows, int64_t cols, uint32_t seed) {
   Prepared P{c, rows, cols, {}, {}, {}, {}};
   const auto w = random_weights(rows, cols, seed);
-  P.blob = quant::quantize_reference(c.dtype, w.data(), rows, cols, c.p);
+  P.blob = quant::quantize_reference(c.dtype, {.w = w.data(), .rows = rows, .cols = cols, .params = c.params()});
+  const auto view = quant::open_blob(c.dtype, P.blob, rows, cols, c.params());
   P.wd.resize(w.size());
-  quant::dequantize_reference(c.dtype, P.blob, rows, cols, c.p, P.wd.data());
+  for (int64_t r = 0; r < rows; ++r) view->dequantize_row(r, P.wd.data() + r * cols);
   P.x = random_x(kMaxTokens, cols, seed + 1);
-  const auto view = quant::PackedView::parse(c.dtype, P.blob, rows, cols, c.p, "test");
   P.ref.resize(static_cast<size_t>(kMaxTokens * rows));
-  kernels::packed_gemm_ref(view, P.x.data(), kMaxTokens, P.ref.data());
+  kernels::reference_gemm(*view, rows, cols, P.x.data(), kMaxTokens, P.ref.data());
   return P;
 }
 
@@ -158,7 +169,35 @@ TEST(KernelRef, MatchesProductWithDequantizedMatrix) {
   EXPECT_GT(checked, 0);
 }
 
-TEST(KernelSimd, EveryTargetAndVariantMatchesReference) {
+TEST(KernelLinear, EverySchemeHasALinear) {
+  for (const quant::SchemeOps* s : quant::all_schemes()) {
+    EXPECT_EQ(linear_ops(s->id).id, s->id) << s->name;
+    EXPECT_NE(linear_ops(s->id).make, nullptr);
+    EXPECT_NE(linear_ops(s->id).arena_bytes, nullptr);
+  }
+  EXPECT_EQ(all_linear_ops().size(), quant::all_schemes().size());
+}
+
+// Every scheme's Linear (the threaded kernels behind it) against the reference, batches and
+// single tokens, on awkward shapes.
+TEST(KernelLinear, EverySchemeMatchesReference) {
+  int salt = 0, runs = 0;
+  for (int64_t cols : {7, 65, 129, 500})
+    for (int64_t rows : {1, 17, 64})
+      for (const Case& c : cases_for(salt++)) {
+        const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(rows * 31 + cols));
+        const auto lin = linear_for(P);
+        for (int64_t n : {int64_t{1}, int64_t{5}, kMaxTokens}) {
+          std::vector<float> y(static_cast<size_t>(n * rows), NAN);
+          lin->forward(P.x.data(), n, y.data());
+          ASSERT_EQ(compare(P, y, n, lin->kind()), 0);
+          ++runs;
+        }
+      }
+  EXPECT_GT(runs, 100);
+}
+
+TEST(KernelSimd, EveryTargetMatchesReference) {
   const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
   ASSERT_FALSE(targets.empty());
   TargetGuard guard;
@@ -167,17 +206,16 @@ TEST(KernelSimd, EveryTargetAndVariantMatchesReference) {
   for (int64_t cols : kCols)
     for (int64_t rows : kRows)
       for (const Case& c : cases_for(salt++)) {
+        if (dtype_is_dense(c.dtype)) continue;  // dense kernels: KernelLinear.EverySchemeMatchesReference
         const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(rows * 104729 + cols));
         const auto lin = linear_for(P);
-        const auto* sign = dynamic_cast<const kernels::SignLinear*>(lin.get());
+        const auto* sign = dynamic_cast<const SignLinear*>(lin.get());
         ASSERT_EQ(sign != nullptr, c.dtype != DType::Q8);
-        std::vector<float> gsum, luts;
+        std::vector<float> gsum;
         if (sign) {
           const auto& m = sign->view();
           gsum.resize(static_cast<size_t>(kMaxTokens * m.ngroups));
           kernels::group_sums(P.x.data(), kMaxTokens, cols, m.group, m.ngroups, gsum.data());
-          luts.resize(kernels::sign_lut_floats(cols, kMaxTokens));
-          kernels::build_sign_luts(P.x.data(), kMaxTokens, cols, luts.data());
         }
         for (int64_t target : targets) {
           hwy::SetSupportedTargetsForTest(target);
@@ -189,25 +227,15 @@ TEST(KernelSimd, EveryTargetAndVariantMatchesReference) {
             std::vector<float> y(static_cast<size_t>(n * rows), NAN);
             const int64_t mid = rows / 2;
             if (!sign) {
-              const auto& q = dynamic_cast<const kernels::Q8Linear&>(*lin).view();
+              const auto q = quant::Q8View::parse(P.blob, rows, cols, {});
               kernels::q8_gemm(q, P.x.data(), n, 0, mid, y.data(), rows);
               kernels::q8_gemm(q, P.x.data(), n, mid, rows, y.data(), rows);
-              ASSERT_EQ(compare(P, y, n, hwy::TargetName(target)), 0);
-              ++runs;
-              continue;
+            } else {
+              kernels::sign_gemm(sign->view(), P.x.data(), n, gsum.data(), 0, mid, y.data(), rows);
+              kernels::sign_gemm(sign->view(), P.x.data(), n, gsum.data(), mid, rows, y.data(), rows);
             }
-            const auto& m = sign->view();
-            for (SignKernel v : {SignKernel::kMaskedAdd, SignKernel::kSignSelect, SignKernel::kLut}) {
-              std::fill(y.begin(), y.end(), NAN);
-              for (auto [r0, r1] : {std::pair{int64_t{0}, mid}, std::pair{mid, rows}}) {
-                if (v == SignKernel::kLut)
-                  kernels::sign_gemm_lut(m, luts.data(), n, P.x.data(), gsum.data(), r0, r1, y.data(), rows);
-                else
-                  kernels::sign_gemm(m, P.x.data(), n, gsum.data(), r0, r1, y.data(), rows, v);
-              }
-              ASSERT_EQ(compare(P, y, n, fmt::format("{} variant {}", hwy::TargetName(target), static_cast<int>(v))), 0);
-              ++runs;
-            }
+            ASSERT_EQ(compare(P, y, n, hwy::TargetName(target)), 0);
+            ++runs;
           }
         }
       }
@@ -238,22 +266,20 @@ TEST(KernelSimd, AlignedDecodeMatchesReference) {
       for (float alpha : {0.0f, 0.02f, 0.3f})
         for (bool mean : {false, true}) {
           if (sh.cols > 65536 && (g != 128 || alpha == 0.0f)) continue;  // keep the wide case short
-          const Case c{DType::LSB1, {alpha, g, mean}};
+          const Case c{DType::LSB1, alpha, g, mean};
           const Prepared P = prepare(c, sh.rows, sh.cols, static_cast<uint32_t>(sh.cols + g));
           const auto lin = linear_for(P);
-          const auto& m = dynamic_cast<const kernels::SignLinear&>(*lin).view();
+          const auto& m = dynamic_cast<const SignLinear&>(*lin).view();
           ASSERT_EQ(m.out_col16 == nullptr, sh.cols > 65536);
           std::vector<float> gsum(static_cast<size_t>(m.ngroups));
           kernels::group_sums(P.x.data(), 1, sh.cols, m.group, m.ngroups, gsum.data());
           for (int64_t target : targets) {
             hwy::SetSupportedTargetsForTest(target);
-            for (SignKernel v : {SignKernel::kMaskedAdd, SignKernel::kSignSelect}) {
-              std::vector<float> y(static_cast<size_t>(sh.rows), NAN);
-              kernels::sign_gemm(m, P.x.data(), 1, gsum.data(), 0, 5, y.data(), sh.rows, v);
-              kernels::sign_gemm(m, P.x.data(), 1, gsum.data(), 5, sh.rows, y.data(), sh.rows, v);
-              ASSERT_EQ(compare(P, y, 1, fmt::format("{} variant {}", hwy::TargetName(target), static_cast<int>(v))), 0);
-              ++runs;
-            }
+            std::vector<float> y(static_cast<size_t>(sh.rows), NAN);
+            kernels::sign_gemm(m, P.x.data(), 1, gsum.data(), 0, 5, y.data(), sh.rows);
+            kernels::sign_gemm(m, P.x.data(), 1, gsum.data(), 5, sh.rows, y.data(), sh.rows);
+            ASSERT_EQ(compare(P, y, 1, hwy::TargetName(target)), 0);
+            ++runs;
           }
         }
   EXPECT_GT(runs, 0);
@@ -265,11 +291,11 @@ TEST(KernelLinear, RowEqualsDequantizedRow) {
     for (const Case& c : cases_for(salt++)) {
       const Prepared P = prepare(c, 17, cols, 42);
       const auto lin = linear_for(P);
-      const auto view = quant::PackedView::parse(c.dtype, P.blob, 17, cols, c.p, "test");
+      const auto view = quant::open_blob(c.dtype, P.blob, 17, cols, c.params());
       std::vector<float> row(static_cast<size_t>(cols)), want(static_cast<size_t>(cols));
       for (int64_t r = 0; r < 17; ++r) {
         lin->row(r, row.data());
-        view.dequantize_row(r, want.data());
+        view->dequantize_row(r, want.data());
         ASSERT_EQ(0, std::memcmp(row.data(), want.data(), row.size() * sizeof(float))) << c.label() << " row " << r;
         ASSERT_EQ(0, std::memcmp(row.data(), P.wd.data() + r * cols, row.size() * sizeof(float)))
             << c.label() << " row " << r;
@@ -298,9 +324,10 @@ TEST(KernelLinear, BatchAgreesWithSingleTokens) {
 
 TEST(KernelLinear, PackedKindsAndMemory) {
   for (const Case& c : cases_for(0)) {
+    if (dtype_is_dense(c.dtype)) continue;
     const Prepared P = prepare(c, 64, 1000, 7);
     const auto lin = linear_for(P);
-    EXPECT_EQ(lin->kind(), dtype_name(c.dtype));
+    EXPECT_EQ(lin->kind(), quant::scheme_name(c.dtype));
     // Nothing is expanded to float (that would be 4 bytes per weight): what a pass reads stays
     // within a small factor of the blob (outliers cost 6 bytes instead of ~3, see KERNELS.md).
     EXPECT_LE(lin->weight_bytes(), 5 * P.blob.size() / 2) << c.label();
@@ -309,7 +336,7 @@ TEST(KernelLinear, PackedKindsAndMemory) {
 }
 
 TEST(KernelLinear, CorruptBlobIsRejected) {
-  const Case c{DType::LSB1, {0.02f, 128, false}};
+  const Case c{DType::LSB1, 0.02f, 128, false};
   Prepared P = prepare(c, 3, 100, 9);
   // A padding bit past the last column of row 0 (columns 100..127 of the 2nd word).
   P.blob[8 + 7] = std::byte{0x80};
@@ -342,12 +369,13 @@ TEST(KernelSimd, BulkF16ConversionEqualsScalarOnEveryFinitePattern) {
 // check_content = false (streaming re-loads of bytes checked once) skips value checks only:
 // a non-finite outlier passes, a gap stream that leaves the row or the blob does not.
 TEST(KernelLinear, UncheckedContentStillChecksEverySize) {
-  const Case c{DType::LSB1, {0.05f, 128, false}};
+  const Case c{DType::LSB1, 0.05f, 128, false};
   const Prepared P = prepare(c, 3, 100, 11);
   const TensorInfo info = info_for(c, 3, 100, P.blob.size());
   const LinearLoad unchecked{std::pmr::get_default_resource(), false};
-  const quant::PackedView v = quant::PackedView::parse(c.dtype, P.blob, 3, 100, c.p, "test");
-  ASSERT_GT(v.row_value_start[3], 0u);
+  const quant::Lsb1View lv = quant::Lsb1View::parse(P.blob, 3, 100, c.params(), {});
+  const quant::OutlierSection& v = lv.outliers;
+  ASSERT_GT(v.total(), 0u);
   // First outlier value -> +inf (f16 0x7c00).
   std::vector<std::byte> inf_value = P.blob;
   const size_t value_at = static_cast<size_t>(reinterpret_cast<const std::byte*>(v.values) - P.blob.data());

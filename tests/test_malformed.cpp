@@ -19,7 +19,7 @@
 
 #include <gtest/gtest.h>
 
-#include "io/fp16.h"
+#include "base/fp16.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;

@@ -7,7 +7,7 @@
 #include "eval/perplexity.h"
 #include "model/generate.h"
 #include "model/sampler.h"
-#include "runtime/session.h"
+#include "pipeline/open_model.h"
 #include "runtime/threads.h"
 #include "test_util.h"
 

@@ -3,10 +3,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "lsb/error.h"
+#include "base/error.h"
 #include "model/llama_model.h"
 #include "model/sampler.h"
-#include "quant/tensor_float.h"
+#include "quant/scheme.h"
 #include "runtime/threads.h"
 #include "test_util.h"
 
@@ -20,11 +20,9 @@ class DequantizedSource final : public lsb::TensorSource {
       lsb::TensorInfo f = t;
       f.dtype = lsb::DType::F32;
       f.nbytes = static_cast<uint64_t>(t.numel()) * 4;
-      f.group_size = 0;
-      f.outlier_ratio = 0;
-      f.use_mean = false;
+      f.params.clear();
       infos_.push_back(f);
-      data_.push_back(lsb::tensor_to_float(t, src_->data(t)));
+      data_.push_back(lsb::quant::tensor_to_float(t, src_->data(t)));
     }
   }
   const lsb::ModelConfig& config() const override { return src_->config(); }
@@ -36,6 +34,7 @@ class DequantizedSource final : public lsb::TensorSource {
     throw lsb::Error("no tensor " + t.name);
   }
   std::string describe() const override { return src_->describe() + " (dequantized)"; }
+  std::string_view format_name() const override { return "dequantized"; }
 
  private:
   std::shared_ptr<lsb::TensorSource> src_;
@@ -65,8 +64,10 @@ void check_same_tokens(const std::string& source_model, const std::string& schem
   auto r = lsbtest::run_lsb("compress " + source_model + " -o " + out + " --scheme " + scheme + " " + extra, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::shared_ptr<lsb::TensorSource> packed_src = lsb::open_model(out);
-  lsb::LlamaModel packed(packed_src);
-  lsb::LlamaModel dense(std::make_shared<DequantizedSource>(packed_src));
+  lsb::Session ps = lsbtest::session_on(packed_src);
+  lsb::Session ds = lsbtest::session_on(std::make_shared<DequantizedSource>(packed_src));
+  lsb::LlamaModel& packed = *ps.model;
+  lsb::LlamaModel& dense = *ds.model;
   const auto a = greedy(packed, prompt, n_new);
   const auto b = greedy(dense, prompt, n_new);
   EXPECT_EQ(a, b) << scheme << ": packed kernels and dequantized weights chose different tokens";

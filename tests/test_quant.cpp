@@ -14,10 +14,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "io/fp16.h"
-#include "lsb/error.h"
+#include "base/fp16.h"
+#include "base/error.h"
 #include "quant/metrics.h"
-#include "quant/outlier_coding.h"
+#include "quant/lsb1.h"
+#include "quant/outliers.h"
+#include "quant/paper.h"
+#include "quant/q8.h"
 #include "quant/scheme.h"
 #include "test_util.h"
 
@@ -105,95 +108,154 @@ const std::vector<Matrix>& gpt2_matrices() {
   return ms;
 }
 
-// Parameter sets each scheme is tested with (schemes without outliers ignore them).
-std::vector<q::SchemeParams> params_for(DType t) {
-  if (t == DType::LSB1)
-    return {q::SchemeParams{}, {0.02f, 128, false}, {0.05f, 32, true}, {0.0f, 0, false},
-            {0.01f, 64, true}, {0.02f, 0, true}, {0.03f, 100, false}};
-  if (t == DType::PAPER) return {q::SchemeParams{}, {0.0f, 0, false}, {0.05f, 0, false}};
-  return {q::SchemeParams{}};
+
+// The three knobs the tests vary; each scheme turns them into its canonical parameter text.
+struct Knobs {
+  float alpha = 0.02f;
+  int group = 128;
+  bool mean = false;
+};
+std::string text(DType t, const Knobs& k) {
+  q::SchemeOptions o;
+  o.outlier_ratio = k.alpha;
+  o.group_size = k.group;
+  o.use_mean = k.mean;
+  return q::make_params(t, o, "test");
+}
+std::vector<std::byte> qfast(DType t, const float* w, int64_t rows, int64_t cols, const Knobs& k) {
+  return q::quantize(t, {.w = w, .rows = rows, .cols = cols, .params = text(t, k)});
+}
+std::vector<std::byte> qref(DType t, const float* w, int64_t rows, int64_t cols, const Knobs& k) {
+  return q::quantize_reference(t, {.w = w, .rows = rows, .cols = cols, .params = text(t, k)});
+}
+void deq(DType t, std::span<const std::byte> blob, int64_t rows, int64_t cols, const Knobs& k, float* out) {
+  q::dequantize(t, blob, rows, cols, text(t, k), out);
+}
+// Row by row through the scheme's view, one thread: the reference of the threaded dequantize.
+void deq_rows(DType t, std::span<const std::byte> blob, int64_t rows, int64_t cols, const Knobs& k, float* out) {
+  const auto v = q::open_blob(t, blob, rows, cols, text(t, k), {.where = "t"});
+  for (int64_t r = 0; r < rows; ++r) v->dequantize_row(r, out + r * cols);
+}
+// Section offsets of the sign schemes, for the corruption tests.
+struct SignSections {
+  uint64_t signs, counts, gaps;
+  int64_t words;
+};
+SignSections sections(DType t, int64_t rows, int64_t cols, const Knobs& k) {
+  if (t == DType::LSB1) {
+    const q::Lsb1Layout L(rows, cols, q::Lsb1Params::parse(text(t, k), "t"), "t");
+    return {L.signs, L.counts, L.gaps, L.words};
+  }
+  const q::PaperLayout L(rows, cols, "t");
+  return {L.signs, L.counts, L.gaps, L.words};
 }
 
-std::string describe(DType t, const q::SchemeParams& p, const Matrix& m) {
-  return std::string(q::traits(t).name) + " alpha=" + std::to_string(p.outlier_ratio) +
-         " G=" + std::to_string(p.group_size) + " mean=" + std::to_string(p.use_mean) + " on " + m.name + " " +
-         std::to_string(m.rows) + "x" + std::to_string(m.cols);
+// Parameter sets each scheme is tested with (schemes without outliers ignore them).
+std::vector<Knobs> params_for(DType t) {
+  if (t == DType::LSB1)
+    return {Knobs{}, {0.02f, 128, false}, {0.05f, 32, true}, {0.0f, 0, false},
+            {0.01f, 64, true}, {0.02f, 0, true}, {0.03f, 100, false}};
+  if (t == DType::PAPER) return {Knobs{}, {0.0f, 0, false}, {0.05f, 0, false}};
+  return {Knobs{}};
+}
+
+std::string describe(DType t, const Knobs& p, const Matrix& m) {
+  return std::string(q::scheme(t).name) + " " + text(t, p) + " on " + m.name + " " + std::to_string(m.rows) + "x" +
+         std::to_string(m.cols);
 }
 
 // Runs fast and reference on one matrix and checks bytes, dequantized bits, and PackedView rows.
 // Returns false on the first mismatch so loops stop instead of flooding the log.
-bool fast_matches_reference(DType t, const q::SchemeParams& p, const Matrix& m) {
+bool fast_matches_reference(DType t, const Knobs& p, const Matrix& m) {
   SCOPED_TRACE(describe(t, p, m));
-  const auto ref = q::quantize_reference(t, m.w.data(), m.rows, m.cols, p);
+  const auto ref = qref(t, m.w.data(), m.rows, m.cols, p);
   std::vector<float> deq_ref(m.w.size());
-  q::dequantize_reference(t, ref, m.rows, m.cols, p, deq_ref.data());
+  deq_rows(t, ref, m.rows, m.cols, p, deq_ref.data());
   const int saved = omp_get_max_threads();
   bool ok = true;
   for (int threads : {1, 2}) {
     omp_set_num_threads(threads);
     SCOPED_TRACE("threads=" + std::to_string(threads));
-    const auto fast = q::quantize(t, m.w.data(), m.rows, m.cols, p);
+    const auto fast = qfast(t, m.w.data(), m.rows, m.cols, p);
     if (fast != ref) {
       ADD_FAILURE() << "quantize differs from quantize_reference (" << fast.size() << " vs " << ref.size() << " bytes)";
       ok = false;
       break;
     }
-    std::vector<float> deq(m.w.size(), -1.0f);
-    q::dequantize(t, fast, m.rows, m.cols, p, deq.data());
-    if (std::memcmp(deq.data(), deq_ref.data(), 4 * deq.size()) != 0) {
-      ADD_FAILURE() << "dequantize differs from dequantize_reference";
+    std::vector<float> out(m.w.size(), -1.0f);
+    deq(t, fast, m.rows, m.cols, p, out.data());
+    if (std::memcmp(out.data(), deq_ref.data(), 4 * out.size()) != 0) {
+      ADD_FAILURE() << "threaded dequantize differs from row-by-row dequantize_row";
       ok = false;
       break;
     }
   }
   omp_set_num_threads(saved);
   if (!ok) return false;
-  if (lsb::dtype_is_dense(t)) {
-    EXPECT_EQ(ref.size(), q::fixed_blob_bytes(t, m.rows, m.cols, p));
-  } else {
-    EXPECT_GE(ref.size(), q::fixed_blob_bytes(t, m.rows, m.cols, p));
-    const auto view = q::PackedView::parse(t, ref, m.rows, m.cols, p, "test");
-    std::vector<float> row(m.cols);
-    for (int64_t r = 0; r < m.rows; ++r) {
-      view.dequantize_row(r, row.data());
-      if (std::memcmp(row.data(), deq_ref.data() + r * m.cols, 4 * m.cols) != 0) {
-        ADD_FAILURE() << "dequantize_row(" << r << ") differs from the full dequantize";
-        return false;
-      }
-    }
-  }
+  const uint64_t fixed = q::scheme(t).fixed_bytes(m.rows, m.cols, text(t, p), "t");
+  if (lsb::dtype_is_dense(t)) EXPECT_EQ(ref.size(), fixed);
+  else EXPECT_GE(ref.size(), fixed);
   return true;
 }
 
 }  // namespace
 
-TEST(QuantSchemes, TraitsTableIsConsistent) {
+TEST(QuantSchemes, TableIsConsistent) {
   const auto all = q::all_schemes();
   ASSERT_EQ(all.size(), 6u);
-  for (const auto& s : all) {
-    EXPECT_EQ(&q::traits(s.dtype), &s);
-    ASSERT_NE(q::find_scheme(s.name), nullptr);
-    EXPECT_EQ(q::find_scheme(s.name)->dtype, s.dtype);
-    std::string upper(s.name);
+  for (const q::SchemeOps* s : all) {
+    EXPECT_EQ(&q::scheme(s->id), s);
+    EXPECT_EQ(q::find_scheme(s->id), s);
+    ASSERT_NE(q::find_scheme(s->name), nullptr);
+    EXPECT_EQ(q::find_scheme(s->name)->id, s->id);
+    std::string upper(s->name);
     for (auto& c : upper) c = static_cast<char>(std::toupper(c));
-    EXPECT_EQ(q::find_scheme(upper), &s);
-    EXPECT_EQ(s.has_outliers, s.dtype == DType::LSB1 || s.dtype == DType::PAPER);
+    EXPECT_EQ(q::find_scheme(upper), s);
+    EXPECT_EQ(q::scheme_name(s->id), s->name);
+    EXPECT_FALSE(s->summary.empty());
+    for (auto fn : {s->make_params != nullptr, s->fixed_bytes != nullptr, s->quantize_ref != nullptr,
+                    s->quantize != nullptr, s->open != nullptr})
+      EXPECT_TRUE(fn) << s->name;
   }
   EXPECT_EQ(q::find_scheme("int4"), nullptr);
   EXPECT_EQ(q::find_scheme(""), nullptr);
+  EXPECT_EQ(q::find_scheme(static_cast<DType>(99)), nullptr);
+  EXPECT_THROW(q::scheme(static_cast<DType>(99)), lsb::Error);
+}
+
+TEST(QuantSchemes, ParameterTextIsCanonicalAndRoundTrips) {
+  for (const q::SchemeOps* s : q::all_schemes())
+    for (const Knobs& k : params_for(s->id)) {
+      const std::string t = text(s->id, k);
+      SCOPED_TRACE(std::string(s->name) + " " + t);
+      EXPECT_NO_THROW(q::check_params(s->id, t, "t"));
+      // The text parses back to options that give the same text (the form a file stores).
+      EXPECT_EQ(s->make_params(q::SchemeOptions::parse(t, "t"), "t"), t);
+      if (lsb::dtype_is_dense(s->id) || s->id == DType::Q8) EXPECT_EQ(t, "");
+    }
+  // Defaults are the scheme's own; options a scheme does not have are ignored.
+  EXPECT_EQ(q::make_params(DType::LSB1, {}, "t"), text(DType::LSB1, Knobs{}));
+  EXPECT_EQ(q::make_params(DType::PAPER, {}, "t"), text(DType::PAPER, Knobs{0.02f, 7, true}));
+  // Stored text that is not canonical, has unknown keys or wrong types is refused.
+  for (const char* bad : {"{\"alpha\":0.02}", "{\"group\":128,\"alpha\":0.019999999552965164,\"mean\":false}",
+                          "{\"alpha\":0.019999999552965164,\"group\":128,\"mean\":false,\"bits\":3}",
+                          "{\"alpha\":\"x\",\"group\":128,\"mean\":false}", "[1,2]", "not json",
+                          "{\"alpha\":0.019999999552965164,\"group\":-1,\"mean\":false}"})
+    EXPECT_THROW(q::check_params(DType::LSB1, bad, "t"), lsb::Error) << bad;
+  EXPECT_THROW(q::check_params(DType::Q8, "{\"alpha\":0.02}", "t"), lsb::Error);
 }
 
 TEST(QuantFastVsReference, RandomAwkwardShapes) {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1},   {3, 7},    {5, 63},  {7, 65},
                                                            {17, 129}, {33, 500}, {64, 1000}};
   int checked = 0;
-  for (const auto& s : q::all_schemes())
-    for (const auto& p : params_for(s.dtype))
+  for (const q::SchemeOps* s : q::all_schemes())
+    for (const auto& p : params_for(s->id))
       for (const auto& [rows, cols] : shapes)
         for (int dist = 0; dist < 2; ++dist) {
           const uint64_t seed = rows * 1000003ull + cols * 31ull + dist;
           const Matrix m = dist == 0 ? gaussian(rows, cols, seed) : heavy_tailed(rows, cols, seed);
-          if (!fast_matches_reference(s.dtype, p, m)) return;
+          if (!fast_matches_reference(s->id, p, m)) return;
           ++checked;
         }
   EXPECT_GT(checked, 100);
@@ -204,12 +266,12 @@ TEST(QuantFastVsReference, Gpt2AttentionProjections) {
   for (const auto& m : ms) {
     ASSERT_EQ(m.rows, 768);
     ASSERT_EQ(m.cols, 768);
-    for (const auto& s : q::all_schemes()) {
-      const auto ps = params_for(s.dtype);
+    for (const q::SchemeOps* s : q::all_schemes()) {
+      const auto ps = params_for(s->id);
       // Defaults plus one non-default set per matrix keeps the run short.
       for (size_t i : {size_t{0}, size_t{1} + (&m - ms.data()) % (ps.size() > 1 ? ps.size() - 1 : 1)}) {
         if (i >= ps.size()) continue;
-        if (!fast_matches_reference(s.dtype, ps[i], m)) return;
+        if (!fast_matches_reference(s->id, ps[i], m)) return;
       }
     }
   }
@@ -218,27 +280,27 @@ TEST(QuantFastVsReference, Gpt2AttentionProjections) {
 TEST(QuantDense, RoundTripsMatchConversions) {
   const Matrix m = heavy_tailed(9, 33, 7);
   std::vector<float> out(m.w.size());
-  q::dequantize(DType::F32, q::quantize(DType::F32, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
+  deq(DType::F32, qfast(DType::F32, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
   EXPECT_EQ(std::memcmp(out.data(), m.w.data(), 4 * out.size()), 0);
-  q::dequantize(DType::F16, q::quantize(DType::F16, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
+  deq(DType::F16, qfast(DType::F16, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
   for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], lsb::f16_to_f32(lsb::f32_to_f16(m.w[i])));
-  q::dequantize(DType::BF16, q::quantize(DType::BF16, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
+  deq(DType::BF16, qfast(DType::BF16, m.w.data(), m.rows, m.cols, {}), m.rows, m.cols, {}, out.data());
   for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], lsb::bf16_to_f32(lsb::f32_to_bf16(m.w[i])));
 }
 
 TEST(QuantQ8, ErrorWithinHalfStep) {
   const Matrix m = heavy_tailed(11, 257, 3);
-  const auto blob = q::quantize(DType::Q8, m.w.data(), m.rows, m.cols, {});
-  const auto v = q::PackedView::parse(DType::Q8, blob, m.rows, m.cols, {}, "test");
+  const auto blob = qfast(DType::Q8, m.w.data(), m.rows, m.cols, {});
+  const auto v = q::Q8View::parse(blob, m.rows, m.cols, {});
   std::vector<float> row(m.cols);
   for (int64_t r = 0; r < m.rows; ++r) {
     float amax = 0;
     for (int64_t c = 0; c < m.cols; ++c) amax = std::max(amax, std::fabs(m.w[r * m.cols + c]));
-    EXPECT_FLOAT_EQ(v.q8_scales[r], amax / 127.0f);
+    EXPECT_FLOAT_EQ(v.scales[r], amax / 127.0f);
     v.dequantize_row(r, row.data());
     for (int64_t c = 0; c < m.cols; ++c) {
-      EXPECT_GE(v.q8[r * m.cols + c], -127);
-      EXPECT_LE(std::fabs(row[c] - m.w[r * m.cols + c]), 0.5f * v.q8_scales[r] * 1.0001f);
+      EXPECT_GE(v.q[r * m.cols + c], -127);
+      EXPECT_LE(std::fabs(row[c] - m.w[r * m.cols + c]), 0.5f * v.scales[r] * 1.0001f);
     }
   }
 }
@@ -248,13 +310,14 @@ TEST(QuantLsb1, OutliersAreTopKWithLowerColumnTies) {
   Matrix m = gaussian(19, 301, 11);
   for (auto& v : m.w) v = std::round(v * 150.0f);
   for (float alpha : {0.02f, 0.05f, 0.3f, 1.0f}) {
-    const q::SchemeParams p{alpha, 64, false};
-    const auto blob = q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p);
-    const auto v = q::PackedView::parse(DType::LSB1, blob, m.rows, m.cols, p, "test");
+    const Knobs p{alpha, 64, false};
+    const auto blob = qfast(DType::LSB1, m.w.data(), m.rows, m.cols, p);
+    const auto vv = q::Lsb1View::parse(blob, m.rows, m.cols, text(DType::LSB1, p), {});
+    const q::OutlierSection& v = vv.outliers;
     const int64_t k = std::llround(static_cast<double>(alpha) * m.cols);
     EXPECT_EQ(q::lsb1_outliers_per_row(m.cols, alpha), std::min<int64_t>(k, m.cols));
-    std::vector<float> deq(m.w.size());
-    q::dequantize(DType::LSB1, blob, m.rows, m.cols, p, deq.data());
+    std::vector<float> d(m.w.size());
+    deq(DType::LSB1, blob, m.rows, m.cols, p, d.data());
     for (int64_t r = 0; r < m.rows; ++r) {
       const float* row = m.w.data() + r * m.cols;
       ASSERT_EQ(v.counts[r], std::min<int64_t>(k, m.cols));
@@ -276,7 +339,7 @@ TEST(QuantLsb1, OutliersAreTopKWithLowerColumnTies) {
         col += gap + 1;
         got.push_back(col);
         EXPECT_EQ(lsb::f16_to_f32(v.values[v.row_value_start[r] + i]), lsb::f16_to_f32(lsb::f32_to_f16(row[col])));
-        EXPECT_EQ(deq[r * m.cols + col], lsb::f16_to_f32(lsb::f32_to_f16(row[col])));
+        EXPECT_EQ(d[r * m.cols + col], lsb::f16_to_f32(lsb::f32_to_f16(row[col])));
       }
       ASSERT_EQ(got, want) << "row " << r << " alpha " << alpha;
     }
@@ -290,17 +353,17 @@ TEST(QuantLsb1, StoredScaleIsL2Optimal) {
     for (const int G : {32, 128, 0})
       for (int dist = 0; dist < 2; ++dist) {
         const Matrix m = dist == 0 ? gaussian(6, 300, 5 + G) : heavy_tailed(6, 300, 9 + G);
-        const q::SchemeParams p{0.02f, G, use_mean};
+        const Knobs p{0.02f, G, use_mean};
         SCOPED_TRACE(describe(DType::LSB1, p, m));
-        const auto blob = q::quantize_reference(DType::LSB1, m.w.data(), m.rows, m.cols, p);
-        const auto L = q::blob_layout(DType::LSB1, m.rows, m.cols, p);
-        std::vector<float> deq(m.w.size());
+        const auto blob = qref(DType::LSB1, m.w.data(), m.rows, m.cols, p);
+        const q::Lsb1Layout L(m.rows, m.cols, q::Lsb1Params::parse(text(DType::LSB1, p), "t"), "t");
+        std::vector<float> d(m.w.size());
         auto group_err = [&](const std::vector<std::byte>& b, int64_t r, int64_t g) {
-          q::dequantize_reference(DType::LSB1, b, m.rows, m.cols, p, deq.data());
+          deq_rows(DType::LSB1, b, m.rows, m.cols, p, d.data());
           double e = 0;
           for (int64_t c = g * L.group; c < std::min(m.cols, (g + 1) * L.group); ++c) {
-            const double d = static_cast<double>(m.w[r * m.cols + c]) - deq[r * m.cols + c];
-            e += d * d;
+            const double diff = static_cast<double>(m.w[r * m.cols + c]) - d[r * m.cols + c];
+            e += diff * diff;
           }
           return e;
         };
@@ -330,9 +393,9 @@ TEST(QuantLsb1, StoredScaleIsL2Optimal) {
 TEST(QuantLsb1, OutliersReduceErrorOnGpt2) {
   for (const auto& m : gpt2_matrices()) {
     std::vector<float> d0(m.w.size()), d2(m.w.size());
-    const q::SchemeParams p0{0.0f, 128, false}, p2{0.02f, 128, false};
-    q::dequantize(DType::LSB1, q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p0), m.rows, m.cols, p0, d0.data());
-    q::dequantize(DType::LSB1, q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p2), m.rows, m.cols, p2, d2.data());
+    const Knobs p0{0.0f, 128, false}, p2{0.02f, 128, false};
+    deq(DType::LSB1, qfast(DType::LSB1, m.w.data(), m.rows, m.cols, p0), m.rows, m.cols, p0, d0.data());
+    deq(DType::LSB1, qfast(DType::LSB1, m.w.data(), m.rows, m.cols, p2), m.rows, m.cols, p2, d2.data());
     const auto e0 = q::compare(m.w.data(), d0.data(), m.w.size());
     const auto e2 = q::compare(m.w.data(), d2.data(), m.w.size());
     EXPECT_LT(e2.rel_l2, e0.rel_l2) << m.name;
@@ -343,10 +406,10 @@ TEST(QuantLsb1, OutliersReduceErrorOnGpt2) {
 TEST(QuantPaper, QuantileOutlierCountAndStatistics) {
   for (const auto& m : {gaussian(37, 111, 1), heavy_tailed(64, 1000, 2)})
     for (float alpha : {0.0f, 0.01f, 0.02f, 0.1f}) {
-      const q::SchemeParams p{alpha, 0, false};
+      const Knobs p{alpha, 0, false};
       SCOPED_TRACE(describe(DType::PAPER, p, m));
-      const auto blob = q::quantize(DType::PAPER, m.w.data(), m.rows, m.cols, p);
-      const auto v = q::PackedView::parse(DType::PAPER, blob, m.rows, m.cols, p, "test");
+      const auto blob = qfast(DType::PAPER, m.w.data(), m.rows, m.cols, p);
+      const auto v = q::PaperView::parse(blob, m.rows, m.cols, text(DType::PAPER, p), {});
       const int64_t n = m.rows * m.cols;
       std::vector<float> mags(n);
       for (int64_t i = 0; i < n; ++i) mags[i] = std::fabs(m.w[i]);
@@ -362,28 +425,28 @@ TEST(QuantPaper, QuantileOutlierCountAndStatistics) {
       for (float w : m.w)
         if (std::fabs(w) <= tau) sq += (w - mu) * (w - mu);
       const double sigma = std::sqrt(sq / static_cast<double>(n - above));
-      EXPECT_EQ(static_cast<int64_t>(v.row_value_start[m.rows]), above);
+      EXPECT_EQ(static_cast<int64_t>(v.outliers.total()), above);
       // Continuous data (no ties): exactly the top n-1-q magnitudes are outliers.
       EXPECT_EQ(above, n - 1 - static_cast<int64_t>(std::floor((1.0 - alpha) * (n - 1))));
       EXPECT_NEAR(v.mu, mu, 1e-6 * sigma);
       EXPECT_NEAR(v.sigma, sigma, 1e-6 * sigma);
-      std::vector<float> deq(n);
-      q::dequantize(DType::PAPER, blob, m.rows, m.cols, p, deq.data());
+      std::vector<float> d(n);
+      deq(DType::PAPER, blob, m.rows, m.cols, p, d.data());
       for (int64_t i = 0; i < n; ++i) {
         if (std::fabs(m.w[i]) > tau)
-          ASSERT_EQ(deq[i], lsb::f16_to_f32(lsb::f32_to_f16(m.w[i])));
+          ASSERT_EQ(d[i], lsb::f16_to_f32(lsb::f32_to_f16(m.w[i])));
         else
-          ASSERT_EQ(deq[i], m.w[i] >= v.mu ? v.mu + v.sigma : v.mu - v.sigma);
+          ASSERT_EQ(d[i], m.w[i] >= v.mu ? v.mu + v.sigma : v.mu - v.sigma);
       }
     }
 }
 
 TEST(QuantLsb1, PositionCostAtTwoPercent) {
   auto position_bpw = [](const Matrix& m) {
-    const q::SchemeParams p{0.02f, 128, false};
-    const auto blob = q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p);
-    const auto v = q::PackedView::parse(DType::LSB1, blob, m.rows, m.cols, p, "test");
-    const double bits = 8.0 * (2.0 * m.rows + static_cast<double>(v.row_gap_start[m.rows]));
+    const Knobs p{0.02f, 128, false};
+    const auto blob = qfast(DType::LSB1, m.w.data(), m.rows, m.cols, p);
+    const auto v = q::Lsb1View::parse(blob, m.rows, m.cols, text(DType::LSB1, p), {});
+    const double bits = 8.0 * (2.0 * m.rows + static_cast<double>(v.outliers.row_gap_start[m.rows]));
     return bits / static_cast<double>(m.rows * m.cols);
   };
   for (int64_t cols : {512, 768, 1536})
@@ -395,39 +458,40 @@ TEST(QuantLsb1, PositionCostAtTwoPercent) {
 }
 
 namespace {
-std::vector<std::byte> small_blob(DType t, const q::SchemeParams& p, int64_t rows, int64_t cols) {
+std::vector<std::byte> small_blob(DType t, const Knobs& p, int64_t rows, int64_t cols) {
   const Matrix m = heavy_tailed(rows, cols, 77);
-  return q::quantize(t, m.w.data(), rows, cols, p);
+  return qfast(t, m.w.data(), rows, cols, p);
 }
 }  // namespace
 
-TEST(QuantPackedView, RejectsTruncatedAndExtendedBlobs) {
+TEST(QuantBlobView, RejectsTruncatedAndExtendedBlobs) {
   const int64_t rows = 5, cols = 130;
-  for (const auto& s : q::all_schemes())
-    for (const auto& p : params_for(s.dtype)) {
-      SCOPED_TRACE(std::string(s.name));
-      const auto blob = small_blob(s.dtype, p, rows, cols);
+  for (const q::SchemeOps* s : q::all_schemes())
+    for (const auto& p : params_for(s->id)) {
+      SCOPED_TRACE(std::string(s->name));
+      const auto blob = small_blob(s->id, p, rows, cols);
+      const std::string pt = text(s->id, p);
       std::vector<float> out(rows * cols);
       for (size_t len = 0; len < blob.size(); ++len) {
         const std::span<const std::byte> cut(blob.data(), len);
-        EXPECT_THROW(q::PackedView::parse(s.dtype, cut, rows, cols, p, "t"), lsb::Error) << "len " << len;
-        EXPECT_THROW(q::dequantize_reference(s.dtype, cut, rows, cols, p, out.data()), lsb::Error) << "len " << len;
+        EXPECT_THROW(s->open(cut, rows, cols, pt, {}), lsb::Error) << "len " << len;
+        EXPECT_THROW(deq(s->id, cut, rows, cols, p, out.data()), lsb::Error) << "len " << len;
       }
       auto longer = blob;
       longer.push_back(std::byte{0});
-      EXPECT_THROW(q::PackedView::parse(s.dtype, longer, rows, cols, p, "t"), lsb::Error);
-      EXPECT_THROW(q::dequantize(s.dtype, longer, rows, cols, p, out.data()), lsb::Error);
-      EXPECT_THROW(q::dequantize_reference(s.dtype, longer, rows, cols, p, out.data()), lsb::Error);
+      EXPECT_THROW(s->open(longer, rows, cols, pt, {}), lsb::Error);
+      EXPECT_THROW(deq(s->id, longer, rows, cols, p, out.data()), lsb::Error);
     }
 }
 
-TEST(QuantPackedView, RejectsCorruptGapStreams) {
+TEST(QuantBlobView, RejectsCorruptGapStreams) {
   const int64_t rows = 6, cols = 300;
   for (DType t : {DType::LSB1, DType::PAPER}) {
-    const q::SchemeParams p{0.05f, 64, false};
+    const Knobs p{0.05f, 64, false};
+    const std::string pt = text(t, p);
     const auto blob = small_blob(t, p, rows, cols);
-    const auto L = q::blob_layout(t, rows, cols, p);
-    ASSERT_NO_THROW(q::PackedView::parse(t, blob, rows, cols, p, "t"));
+    const SignSections L = sections(t, rows, cols, p);
+    ASSERT_NO_THROW(q::open_blob(t, blob, rows, cols, pt));
     auto u16_at = [](std::vector<std::byte>& b, uint64_t off) { return reinterpret_cast<uint16_t*>(b.data() + off); };
     std::vector<std::vector<std::byte>> bad;
     {  // one more outlier counted than coded
@@ -459,10 +523,10 @@ TEST(QuantPackedView, RejectsCorruptGapStreams) {
     }
     {  // an outlier's sign bit cleared
       auto b = blob;
-      const auto v = q::PackedView::parse(t, blob, rows, cols, p, "t");
+      const auto* gaps = reinterpret_cast<const uint8_t*>(blob.data() + L.gaps);
       int64_t c = 0;
-      for (const uint8_t* g = v.gaps; *g == 255; ++g) c += 255;
-      c += v.gaps[c / 255];
+      for (const uint8_t* g = gaps; *g == 255; ++g) c += 255;
+      c += gaps[c / 255];
       reinterpret_cast<uint64_t*>(b.data() + L.signs)[c / 64] &= ~(uint64_t{1} << (c % 64));
       bad.push_back(b);
     }
@@ -472,7 +536,7 @@ TEST(QuantPackedView, RejectsCorruptGapStreams) {
       bad.push_back(b);
     }
     for (size_t i = 0; i < bad.size(); ++i)
-      EXPECT_THROW(q::PackedView::parse(t, bad[i], rows, cols, p, "t"), lsb::Error) << q::traits(t).name << " case " << i;
+      EXPECT_THROW(q::open_blob(t, bad[i], rows, cols, pt), lsb::Error) << q::scheme(t).name << " case " << i;
 
     // Random corruption of the counts/gaps/values region: either a clean lsb::Error or a blob
     // that parses and dequantizes without touching memory outside it.
@@ -486,8 +550,8 @@ TEST(QuantPackedView, RejectsCorruptGapStreams) {
         b[at] = static_cast<std::byte>(rng() & 0xff);
       }
       try {
-        const auto v = q::PackedView::parse(t, b, rows, cols, p, "t");
-        for (int64_t r = 0; r < rows; ++r) v.dequantize_row(r, out.data() + r * cols);
+        const auto v = q::open_blob(t, b, rows, cols, pt);
+        for (int64_t r = 0; r < rows; ++r) v->dequantize_row(r, out.data() + r * cols);
       } catch (const lsb::Error&) {
         ++rejected;
       }
@@ -499,20 +563,20 @@ TEST(QuantPackedView, RejectsCorruptGapStreams) {
 TEST(QuantParams, InvalidInputsAreErrors) {
   const Matrix m = gaussian(4, 70, 1);
   for (float alpha : {-0.01f, 1.5f, std::nanf("")}) {
-    const q::SchemeParams p{alpha, 64, false};
-    EXPECT_THROW(q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, p), lsb::Error);
-    EXPECT_THROW(q::quantize_reference(DType::PAPER, m.w.data(), m.rows, m.cols, p), lsb::Error);
+    const Knobs p{alpha, 64, false};
+    EXPECT_THROW(qfast(DType::LSB1, m.w.data(), m.rows, m.cols, p), lsb::Error);
+    EXPECT_THROW(qref(DType::PAPER, m.w.data(), m.rows, m.cols, p), lsb::Error);
   }
-  EXPECT_THROW(q::quantize(DType::LSB1, m.w.data(), m.rows, m.cols, {0.02f, -1, false}), lsb::Error);
-  EXPECT_THROW(q::quantize(DType::LSB1, m.w.data(), 0, 70, {}), lsb::Error);
+  EXPECT_THROW(qfast(DType::LSB1, m.w.data(), m.rows, m.cols, {0.02f, -1, false}), lsb::Error);
+  EXPECT_THROW(qfast(DType::LSB1, m.w.data(), 0, 70, {}), lsb::Error);
   auto bad = m.w;
   bad[77] = std::numeric_limits<float>::infinity();
   for (DType t : {DType::Q8, DType::LSB1, DType::PAPER}) {
-    EXPECT_THROW(q::quantize(t, bad.data(), m.rows, m.cols, {}), lsb::Error);
-    EXPECT_THROW(q::quantize_reference(t, bad.data(), m.rows, m.cols, {}), lsb::Error);
+    EXPECT_THROW(qfast(t, bad.data(), m.rows, m.cols, {}), lsb::Error);
+    EXPECT_THROW(qref(t, bad.data(), m.rows, m.cols, {}), lsb::Error);
   }
   try {
-    q::quantize(DType::LSB1, bad.data(), m.rows, m.cols, {});
+    qfast(DType::LSB1, bad.data(), m.rows, m.cols, {});
   } catch (const lsb::Error& e) {
     EXPECT_NE(std::string(e.what()).find("row 1 column 7"), std::string::npos) << e.what();
   }

@@ -10,7 +10,7 @@
 
 #include "model/llama_model.h"
 #include "runtime/layer_streamer.h"
-#include "runtime/session.h"
+#include "pipeline/open_model.h"
 #include "runtime/threads.h"
 #include "test_util.h"
 
@@ -46,34 +46,34 @@ std::vector<float> all_logits(lsb::LlamaModel& m, const std::vector<int>& toks) 
 TEST(Streaming, SameLogitsAsResidentBitForBit) {
   lsb::set_threads(2);
   const std::vector<int> toks = {1, 337, 6228, 1974, 273, 265, 436, 4067, 7967, 2450, 323, 286, 1125, 1659};
-  auto src = lsb::open_model(bookworm_lsb());
-  lsb::LlamaModel resident(std::shared_ptr<lsb::TensorSource>(std::move(src)));
-  ASSERT_FALSE(resident.streaming());
-  const auto a = all_logits(resident, toks);
+  lsb::Session rs = lsbtest::session_on(bookworm_lsb());
+  ASSERT_EQ(rs.streamer, nullptr);
+  const auto a = all_logits(*rs.model, toks);
   // Both pipelines: two slots (read and build in turn) and three (reading overlaps building);
   // then three with --drop-page-cache, which reads with O_DIRECT where the filesystem allows it.
   for (auto [slots, drop] : {std::pair{2, false}, std::pair{3, false}, std::pair{3, true}}) {
-    lsb::ModelOptions opt;
+    lsb::RunOptions opt;
     // Generous: this checks equality, and the test process may already hold other tests' memory
     // (the budget counts the whole process). The budget itself is checked from the CLI below.
     opt.mem_budget = 1ull << 30;
     opt.max_stream_slots = slots;
     opt.drop_page_cache = drop;
-    lsb::LlamaModel streamed(std::shared_ptr<lsb::TensorSource>(lsb::open_model(bookworm_lsb())), opt);
-    ASSERT_TRUE(streamed.streaming());
+    lsb::Session ss = lsbtest::session_on(bookworm_lsb(), opt);
+    ASSERT_NE(ss.streamer, nullptr);
+    lsb::LlamaModel& streamed = *ss.model;
     // Twice: the second pass is served by the prefetch pipeline started in the first.
     for (int pass = 0; pass < 2; ++pass) {
       const auto b = all_logits(streamed, toks);
-      EXPECT_EQ(streamed.streamer()->slots(), slots);
+      EXPECT_EQ(ss.streamer->slots(), slots);
       ASSERT_EQ(a.size(), b.size());
       for (size_t i = 0; i < a.size(); ++i)
         ASSERT_EQ(a[i], b[i]) << slots << " slots, drop " << drop << ", pass " << pass << ", logit " << i;
     }
     // Everything the Linear objects built fitted in the arenas the budget was computed from.
-    EXPECT_EQ(streamed.streamer()->arena_overflow_bytes(), 0u);
+    EXPECT_EQ(ss.streamer->arena_overflow_bytes(), 0u);
     // Every unit was read from the file at least once per pass.
-    EXPECT_GE(streamed.streamer()->bytes_read(), 2 * streamed.weight_bytes_per_token() - 1);
-    if (drop && !streamed.streamer()->direct_io())
+    EXPECT_GE(ss.streamer->bytes_read(), 2 * streamed.weight_bytes_per_token() - 1);
+    if (drop && !ss.streamer->direct_io())
       std::printf("note: %s does not support O_DIRECT; the buffered fallback was tested\n", bookworm_lsb().c_str());
   }
 }
@@ -85,13 +85,13 @@ TEST(Streaming, DefaultRecipeFitsItsArenasAndMatchesResident) {
   auto r = lsbtest::run_lsb("compress " + LSB_SHARED("models/bookworm-27m") + " -o " + path + " -t 2", 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::vector<int> toks = {1, 450, 1701, 3902, 292};
-  lsb::LlamaModel resident(std::shared_ptr<lsb::TensorSource>(lsb::open_model(path)));
-  lsb::ModelOptions opt;
+  lsb::Session rs = lsbtest::session_on(path);
+  lsb::RunOptions opt;
   opt.mem_budget = 1ull << 30;
-  lsb::LlamaModel streamed(std::shared_ptr<lsb::TensorSource>(lsb::open_model(path)), opt);
-  EXPECT_EQ(all_logits(resident, toks), all_logits(streamed, toks));
-  EXPECT_EQ(streamed.streamer()->slots(), 3);
-  EXPECT_EQ(streamed.streamer()->arena_overflow_bytes(), 0u);
+  lsb::Session ss = lsbtest::session_on(path, opt);
+  EXPECT_EQ(all_logits(*rs.model, toks), all_logits(*ss.model, toks));
+  EXPECT_EQ(ss.streamer->slots(), 3);
+  EXPECT_EQ(ss.streamer->arena_overflow_bytes(), 0u);
 }
 
 TEST(Streaming, TooSmallBudgetIsRefusedWithTheMinimum) {
@@ -163,9 +163,10 @@ TEST(Streaming, EvalIsIdenticalToResidentAndReadsEachLayerOncePerWindow) {
 
   // In process: three windows of 128 tokens read the model three times (plus the prefetch of
   // at most two units), not 384 times.
-  lsb::ModelOptions opt;
+  lsb::RunOptions opt;
   opt.mem_budget = 1ull << 30;
-  lsb::LlamaModel m(std::shared_ptr<lsb::TensorSource>(lsb::open_model(bookworm_lsb())), opt);
+  lsb::Session ss = lsbtest::session_on(bookworm_lsb(), opt);
+  lsb::LlamaModel& m = *ss.model;
   const int vocab = m.config().vocab_size;
   std::vector<int> window(128, 300);
   window[0] = 1;
@@ -174,6 +175,6 @@ TEST(Streaming, EvalIsIdenticalToResidentAndReadsEachLayerOncePerWindow) {
     m.reset(128);
     m.forward(window.data(), 128, 0, logits.data(), 0);
   }
-  EXPECT_LE(m.streamer()->bytes_read(), 4 * m.weight_bytes_per_token());
-  EXPECT_GE(m.streamer()->bytes_read(), 3 * m.weight_bytes_per_token() - 3 * 4096);
+  EXPECT_LE(ss.streamer->bytes_read(), 4 * m.weight_bytes_per_token());
+  EXPECT_GE(ss.streamer->bytes_read(), 3 * m.weight_bytes_per_token() - 3 * 4096);
 }

@@ -15,12 +15,12 @@
 #include <nlohmann/json.hpp>
 #include <sentencepiece_processor.h>
 
-#include "io/fp16.h"
+#include "base/fp16.h"
 #include "io/safetensors.h"
-#include "io/safetensors_writer.h"
-#include "io/synth.h"
-#include "lsb/error.h"
-#include "lsb/tensor_source.h"
+#include "lib/safetensors_writer.h"
+#include "lib/synth.h"
+#include "base/error.h"
+#include "io/tensor_source.h"
 #include "model/model_tensors.h"
 #include "test_util.h"
 

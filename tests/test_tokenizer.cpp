@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/mmap_file.h"
-#include "lsb/error.h"
+#include "base/error.h"
 #include "model/tokenizer.h"
 #include "test_util.h"
 

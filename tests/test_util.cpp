@@ -69,4 +69,12 @@ RunResult run_lsb(const std::string& args, int timeout_s, const std::string& env
   return r;
 }
 
+lsb::Session session_on(std::shared_ptr<lsb::TensorSource> src, const lsb::RunOptions& opt) {
+  return lsb::open_session(std::move(src), "", /*need_tokenizer=*/false, opt);
+}
+
+lsb::Session session_on(const std::string& model_path, const lsb::RunOptions& opt) {
+  return session_on(std::shared_ptr<lsb::TensorSource>(lsb::open_model(model_path)), opt);
+}
+
 }  // namespace lsbtest

@@ -5,7 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include "pipeline/open_model.h"
+
 namespace lsbtest {
+
+// A model on a source's weights, resident or (opt.mem_budget > 0) streamed, without a tokenizer.
+lsb::Session session_on(std::shared_ptr<lsb::TensorSource> src, const lsb::RunOptions& opt = {});
+lsb::Session session_on(const std::string& model_path, const lsb::RunOptions& opt = {});
+
 
 std::string shared(const std::string& rel);  // LSB_SHARED_DIR/rel; FAILs the test naming the file if missing
 std::filesystem::path temp_dir();            // fresh directory, removed at process exit

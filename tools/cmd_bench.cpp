@@ -9,9 +9,8 @@
 #include "model_options.h"
 #include "eval/bench.h"
 #include "kernels/dense.h"
-#include "runtime/layer_streamer.h"
-#include "runtime/session.h"
-#include "runtime/sysinfo.h"
+#include "base/sysinfo.h"
+#include "pipeline/open_model.h"
 #include "runtime/threads.h"
 
 namespace lsb::cli {
@@ -54,8 +53,10 @@ void add_bench(CLI::App& app) {
         first_prompt = r.prompt_tok_per_s.median;
       }
       auto stat = [](const Stat& st) { return nlohmann::json{{"median", st.median}, {"min", st.min}, {"max", st.max}}; };
+      uint64_t params = 0;
+      for (const TensorInfo& t : s.source->tensors()) params += static_cast<uint64_t>(t.numel());
       out["models"].push_back({{"model", path},
-                               {"params", s.model->n_params()},
+                               {"params", params},
                                {"prompt_tokens", o->prompt},
                                {"decode_tokens", o->decode},
                                {"prompt_tok_per_s", stat(r.prompt_tok_per_s)},
@@ -65,7 +66,7 @@ void add_bench(CLI::App& app) {
                                {"rss_bytes", rss},
                                {"decode_speedup_vs_first", r.decode_tok_per_s.median / first_decode},
                                {"prompt_speedup_vs_first", r.prompt_tok_per_s.median / first_prompt}});
-      if (const LayerStreamer* st = s.model->streamer())
+      if (const LayerStreamer* st = s.streamer)
         out["models"].back()["streaming"] = {{"slots", st->slots()},
                                              {"direct_io", st->direct_io()},
                                              {"file_bytes_read", st->bytes_read()},
@@ -79,7 +80,7 @@ void add_bench(CLI::App& app) {
     out["peak_rss_bytes"] = peak_rss_bytes();
     // The bandwidth reference needs 512 MiB of buffers; under --mem-budget it would break the
     // budget the OS measures (a child's RSS counts toward /usr/bin/time's figure), so it is skipped.
-    const bool streaming = !o->mopt.mem_budget.empty();
+    const bool streaming = o->mopt.streaming();
     const double membw = streaming ? 0.0 : measure_memcpy_gbps();
     if (!streaming) out["memcpy_gb_per_s"] = membw;
     if (o->json) {

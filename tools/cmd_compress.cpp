@@ -1,4 +1,4 @@
-// lsb compress SRC -o OUT.lsb: the pipeline is format::compress_model; this file adds the
+// lsb compress SRC -o OUT.lsb: the pipeline is compress_model; this file adds the
 // command line, the summary, and removal of the temporary file on SIGINT/SIGTERM.
 #include <csignal>
 #include <cstdio>
@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "format/compress.h"
+#include "pipeline/compress.h"
 #include "runtime/progress.h"
 #include "runtime/threads.h"
 
@@ -41,6 +41,7 @@ void add_compress(CLI::App& app) {
     std::string src, out, scheme = "default", tokenizer;
     float outlier_ratio = 0.02f;
     int group_size = 128, threads = 0;
+    bool use_mean = false;
     std::vector<std::string> keep;
     bool json = false;
   };
@@ -51,34 +52,40 @@ void add_compress(CLI::App& app) {
   c->add_option("--scheme", o->scheme,
                 "'default' (measured recipe, docs/RECIPE.md) or one scheme for every matrix: lsb1, paper, q8, f16, bf16, f32")
       ->capture_default_str();
-  c->add_option("--outlier-ratio", o->outlier_ratio, "fraction of each row kept as fp16 outliers (lsb1, paper)")
-      ->capture_default_str();
-  c->add_option("--group-size", o->group_size, "lsb1: columns sharing one scale (0 = whole row)")->capture_default_str();
+  CLI::Option* ratio =
+      c->add_option("--outlier-ratio", o->outlier_ratio,
+                    "fraction of each row kept as fp16 outliers, for schemes that keep outliers (default: the scheme's; "
+                    "lsb1 and paper 0.02)");
+  CLI::Option* group = c->add_option("--group-size", o->group_size,
+                                     "columns sharing one scale, for schemes with groups (0 = whole row; default: "
+                                     "the scheme's; lsb1 128)");
+  CLI::Option* mean = c->add_flag("--use-mean", o->use_mean, "lsb1: store a mean per group beside its scale");
   c->add_option("--keep", o->keep, "PATTERN=SCHEME (glob over tensor names, e.g. 'lm_head.weight=q8'); repeatable, last match wins");
   c->add_option("--tokenizer", o->tokenizer, "tokenizer file to embed (default: the one found with the model)");
   c->add_option("-t,--threads", o->threads, "threads (default: all cores); the output does not depend on it");
   c->add_flag("--json", o->json, "print one JSON object");
-  c->callback([o]() {
+  c->callback([o, ratio, group, mean]() {
     set_threads(o->threads);
     std::signal(SIGINT, remove_temp_and_die);
     std::signal(SIGTERM, remove_temp_and_die);
     std::signal(SIGHUP, remove_temp_and_die);
-    format::CompressOptions opt;
+    CompressOptions opt;
     opt.scheme = o->scheme;
-    opt.params.outlier_ratio = o->outlier_ratio;
-    opt.params.group_size = o->group_size;
+    if (ratio->count()) opt.options.outlier_ratio = o->outlier_ratio;
+    if (group->count()) opt.options.group_size = o->group_size;
+    if (mean->count()) opt.options.use_mean = o->use_mean;
     opt.keep = o->keep;
     opt.tokenizer_path = o->tokenizer;
     opt.progress = !o->json;
     opt.on_temp_file = track_temp;
-    const format::CompressReport r = format::compress_model(o->src, o->out, opt);
+    const CompressReport r = compress_model(o->src, o->out, opt);
     if (o->json) {
-      nlohmann::json j = format::report_json(r);
+      nlohmann::json j = report_json(r);
       j["threads"] = get_threads();
       std::printf("%s\n", j.dump(2).c_str());
       return;
     }
-    std::printf("%s", format::tensor_table(r.tensors).c_str());
+    std::printf("%s", tensor_table(r.tensors).c_str());
     std::printf("%s -> %s\n", r.source.c_str(), r.output.c_str());
     std::printf("params %llu, input %.2f MB, output %.2f MB: %.4f bits per weight (whole file), %.2fx smaller than bf16\n",
                 static_cast<unsigned long long>(r.params), r.input_bytes / 1e6, r.output_bytes / 1e6, r.bpw,

@@ -11,8 +11,8 @@
 #include "eval/report.h"
 #include "eval/tensor_quality.h"
 #include "io/mmap_file.h"
-#include "lsb/error.h"
-#include "runtime/session.h"
+#include "base/error.h"
+#include "pipeline/open_model.h"
 #include "runtime/threads.h"
 
 namespace lsb::cli {

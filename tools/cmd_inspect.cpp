@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "format/compress.h"
+#include "pipeline/compress.h"
 #include "format/lsb_reader.h"
 #include "quant/scheme.h"
 
@@ -42,14 +42,15 @@ void add_inspect(CLI::App& app) {
         if (t.is_object() && t.contains("name") && t["name"].is_string()) stored[t["name"].get<std::string>()] = &t;
 
     const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
-    std::vector<format::TensorReport> rows;
+    std::vector<TensorReport> rows;
     uint64_t params = 0;
     for (size_t i = 0; i < r.tensors().size(); ++i) {
       const TensorInfo& t = r.tensors()[i];
-      format::TensorReport tr;
+      TensorReport tr;
       tr.name = t.name;
       tr.shape = t.shape;
-      tr.scheme = std::string(quant::traits(t.dtype).name);
+      tr.scheme = std::string(quant::scheme_name(t.dtype));
+      tr.params = t.params;
       tr.bytes = t.nbytes;
       tr.bpw = static_cast<double>(t.nbytes) * 8.0 / static_cast<double>(t.numel());
       params += static_cast<uint64_t>(t.numel());
@@ -74,13 +75,11 @@ void add_inspect(CLI::App& app) {
     if (o->json) {
       nlohmann::json tensors = nlohmann::json::array();
       for (size_t i = 0; i < rows.size(); ++i) {
-        nlohmann::json j = format::tensor_report_json(rows[i]);
+        nlohmann::json j = tensor_report_json(rows[i]);
         const format::TensorEntry& e = r.entries()[i];
         j["layer"] = e.layer;
         j["offset"] = e.data_offset;
         j["checksum"] = fmt::format("{:016x}", e.data_checksum);
-        j["group_size"] = e.group_size;
-        j["outlier_ratio"] = e.outlier_ratio;
         tensors.push_back(std::move(j));
       }
       nlohmann::json j = {{"file", o->file},
@@ -117,7 +116,7 @@ void add_inspect(CLI::App& app) {
     for (const format::LayerRange& l : r.layers())
       std::printf("layer %d: [%llu, +%llu)\n", l.layer, static_cast<unsigned long long>(l.offset),
                   static_cast<unsigned long long>(l.size));
-    std::printf("%s", format::tensor_table(rows).c_str());
+    std::printf("%s", tensor_table(rows).c_str());
     if (o->verify) std::printf("verify: all %zu tensor checksums and blobs OK\n", rows.size());
   });
 }

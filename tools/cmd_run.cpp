@@ -7,7 +7,7 @@
 #include "model_options.h"
 #include "kernels/dense.h"
 #include "model/generate.h"
-#include "runtime/session.h"
+#include "pipeline/open_model.h"
 #include "runtime/threads.h"
 
 namespace lsb::cli {

@@ -4,8 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "io/synth.h"
-#include "lsb/error.h"
+#include "lib/synth.h"
+#include "base/error.h"
 #include "runtime/threads.h"
 
 namespace lsb::cli {

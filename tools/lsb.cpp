@@ -4,14 +4,15 @@
 #include <new>
 
 #include "commands.h"
-#include "lsb/error.h"
+#include "base/error.h"
+#include "base/version.h"
 #include "runtime/threads.h"
 
 int main(int argc, char** argv) {
   lsb::bound_openmp_spin_when_streaming(argc, argv);
   CLI::App app{"lsb - Loop Singular Bit: compress, run and measure Llama-family models (Hugging Face folders, GGUF, llama2.c .bin, .lsb)"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "lsb 0.1.0");
+  app.set_version_flag("--version", "lsb " + std::string(lsb::kVersion));
   lsb::cli::add_run(app);
   lsb::cli::add_eval(app);
   lsb::cli::add_compress(app);

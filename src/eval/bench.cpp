@@ -32,7 +32,7 @@ BenchResult bench_model(LlamaModel& model, const BenchOptions& opt) {
   r.weight_bytes_per_token = model.weight_bytes_per_token();
   std::vector<double> gbps;
   for (int rep = 0; rep < opt.reps; ++rep) {
-    model.reset(opt.prompt_tokens + opt.decode_tokens);
+    model.reset(opt.prompt_tokens + opt.decode_tokens, opt.prompt_tokens);
     auto t0 = Clock::now();
     model.forward(prompt.data(), opt.prompt_tokens, 0, logits.data(), opt.prompt_tokens - 1);
     const double tp = std::chrono::duration<double>(Clock::now() - t0).count();

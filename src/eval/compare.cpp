@@ -4,23 +4,14 @@
 #include <chrono>
 #include <cmath>
 
-#include "lsb/error.h"
+#include "base/error.h"
+#include "eval/stats.h"
+#include "quant/metrics.h"
 #include "model/sampler.h"
 #include "runtime/progress.h"
 
 namespace lsb {
 namespace {
-
-// log-softmax of logits into out (double).
-void log_softmax(const float* logits, int vocab, std::vector<double>& out) {
-  out.resize(static_cast<size_t>(vocab));
-  float mx = logits[0];
-  for (int i = 1; i < vocab; ++i) mx = std::max(mx, logits[i]);
-  double sum = 0.0;
-  for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
-  const double lse = std::log(sum) + mx;
-  for (int i = 0; i < vocab; ++i) out[i] = logits[i] - lse;
-}
 
 double percentile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0.0;
@@ -28,24 +19,6 @@ double percentile(const std::vector<double>& sorted, double q) {
   const size_t lo = static_cast<size_t>(idx);
   const size_t hi = std::min(lo + 1, sorted.size() - 1);
   return sorted[lo] + (idx - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
-}
-
-double cosine(const float* a, const float* b, int n) {
-  double ab = 0, aa = 0, bb = 0;
-  for (int i = 0; i < n; ++i) {
-    ab += static_cast<double>(a[i]) * b[i];
-    aa += static_cast<double>(a[i]) * a[i];
-    bb += static_cast<double>(b[i]) * b[i];
-  }
-  return aa > 0 && bb > 0 ? ab / std::sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
-}
-
-void finish_ppl(PerplexityResult& r, double nll, double nll2, int64_t count) {
-  r.n_scored = count;
-  r.mean_nll = nll / count;
-  r.ppl = std::exp(r.mean_nll);
-  const double var = nll2 / count - r.mean_nll * r.mean_nll;
-  r.ppl_stderr = var > 0 && count > 1 ? std::sqrt(var / (count - 1)) * r.ppl : 0.0;
 }
 
 }  // namespace
@@ -85,15 +58,15 @@ CompareResult compare_models(LlamaModel& ref, LlamaModel& model, const std::vect
     model.on_layer = [&](int l, const float* x, int n) {
       const float* r = ref_hidden.data() + static_cast<size_t>(l) * win.ctx * dim;
       double s = 0;
-      for (int t = 0; t < n; ++t) s += cosine(r + static_cast<size_t>(t) * dim, x + static_cast<size_t>(t) * dim, dim);
+      for (int t = 0; t < n; ++t) s += quant::compare(r + static_cast<size_t>(t) * dim, x + static_cast<size_t>(t) * dim, static_cast<size_t>(dim)).cosine;
       cos_sum[l] += s;
     };
   }
 
   std::vector<double> klds;
   klds.reserve(static_cast<size_t>(win.n_chunks * win.scored_per_chunk()));
-  double nll_r = 0, nll2_r = 0, nll_m = 0, nll2_m = 0;
-  int64_t same_top1 = 0, count = 0;
+  MeanAccumulator nll_r, nll_m, kld;
+  int64_t same_top1 = 0;
   std::vector<double> lp, lq;
   ProgressBar bar("kl-divergence", win.n_chunks, opt.progress);
   const auto t0 = std::chrono::steady_clock::now();
@@ -110,14 +83,12 @@ CompareResult compare_models(LlamaModel& ref, LlamaModel& model, const std::vect
       double kl = 0.0;
       for (int i = 0; i < vocab; ++i) kl += std::exp(lp[i]) * (lp[i] - lq[i]);
       klds.push_back(std::max(0.0, kl));
-      nll_r += -lp[target];
-      nll2_r += lp[target] * lp[target];
-      nll_m += -lq[target];
-      nll2_m += lq[target] * lq[target];
+      kld.add(klds.back());
+      nll_r.add(-lp[target]);
+      nll_m.add(-lq[target]);
       same_top1 += argmax(ref_logits.data() + off, vocab) == argmax(logits.data() + off, vocab);
-      ++count;
     }
-    bar.update(c + 1, fmt::format("PPL {:.3f} vs {:.3f}", std::exp(nll_m / count), std::exp(nll_r / count)));
+    bar.update(c + 1, fmt::format("PPL {:.3f} vs {:.3f}", std::exp(nll_m.mean()), std::exp(nll_r.mean())));
   }
   bar.finish();
   ref.on_layer = nullptr;
@@ -131,19 +102,13 @@ CompareResult compare_models(LlamaModel& ref, LlamaModel& model, const std::vect
     p->ctx = win.ctx;
     p->seconds = secs;
   }
-  finish_ppl(r.ref, nll_r, nll2_r, count);
-  finish_ppl(r.model, nll_m, nll2_m, count);
+  set_ppl(r.ref, nll_r);
+  set_ppl(r.model, nll_m);
   r.delta_ppl = r.model.ppl - r.ref.ppl;
   r.ppl_ratio = r.model.ppl / r.ref.ppl;
-  r.top1_agreement = static_cast<double>(same_top1) / static_cast<double>(count);
-  double s = 0, s2 = 0;
-  for (double k : klds) {
-    s += k;
-    s2 += k * k;
-  }
-  r.kld_mean = s / count;
-  const double var = s2 / count - r.kld_mean * r.kld_mean;
-  r.kld_stderr = var > 0 && count > 1 ? std::sqrt(var / (count - 1)) : 0.0;
+  r.top1_agreement = static_cast<double>(same_top1) / static_cast<double>(kld.count());
+  r.kld_mean = kld.mean();
+  r.kld_stderr = kld.stderr_of_mean();
   std::vector<double> sorted = klds;
   std::sort(sorted.begin(), sorted.end());
   r.kld_median = percentile(sorted, 0.5);

@@ -3,7 +3,8 @@
 #include <chrono>
 #include <cmath>
 
-#include "lsb/error.h"
+#include "base/error.h"
+#include "eval/stats.h"
 #include "runtime/progress.h"
 
 namespace lsb {
@@ -12,6 +13,14 @@ std::vector<int> EvalWindows::window(const std::vector<int>& tokens, int i, int 
   std::vector<int> w(tokens.begin() + static_cast<int64_t>(i) * ctx, tokens.begin() + static_cast<int64_t>(i + 1) * ctx);
   w[0] = bos;
   return w;
+}
+
+void set_ppl(PerplexityResult& r, const MeanAccumulator& nll) {
+  r.n_scored = nll.count();
+  r.mean_nll = nll.mean();
+  r.ppl = std::exp(r.mean_nll);
+  // Standard error as llama.cpp reports it: sqrt(var(nll) / (N - 1)) * PPL.
+  r.ppl_stderr = nll.stderr_of_mean() * r.ppl;
 }
 
 EvalWindows make_windows(int64_t n_tokens, int ctx, int max_chunks, const std::string& where) {
@@ -26,13 +35,7 @@ EvalWindows make_windows(int64_t n_tokens, int ctx, int max_chunks, const std::s
   return w;
 }
 
-double token_nll(const float* logits, int vocab, int target) {
-  float mx = logits[0];
-  for (int i = 1; i < vocab; ++i) mx = std::max(mx, logits[i]);
-  double sum = 0.0;
-  for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
-  return std::log(sum) + mx - logits[target];
-}
+double token_nll(const float* logits, int vocab, int target) { return log_sum_exp(logits, vocab) - logits[target]; }
 
 PerplexityResult perplexity(LlamaModel& model, const std::vector<int>& tokens, const PerplexityOptions& opt,
                             const std::string& where, const ScoredLogitsFn& observer) {
@@ -42,8 +45,7 @@ PerplexityResult perplexity(LlamaModel& model, const std::vector<int>& tokens, c
   model.reset(win.ctx);
   std::vector<float> logits(static_cast<size_t>(win.ctx - win.first_scored) * vocab);
 
-  double nll = 0.0, nll2 = 0.0;
-  int64_t count = 0;
+  MeanAccumulator nll;
   ProgressBar bar("perplexity", win.n_chunks, opt.progress);
   const auto t0 = std::chrono::steady_clock::now();
   for (int c = 0; c < win.n_chunks; ++c) {
@@ -53,26 +55,18 @@ PerplexityResult perplexity(LlamaModel& model, const std::vector<int>& tokens, c
     for (int j = win.first_scored; j < win.ctx - 1; ++j) {
       const float* lg = logits.data() + static_cast<size_t>(j - win.first_scored) * vocab;
       const int target = tokens[static_cast<size_t>(c) * win.ctx + j + 1];
-      const double v = token_nll(lg, vocab, target);
-      nll += v;
-      nll2 += v * v;
-      ++count;
+      nll.add(token_nll(lg, vocab, target));
       if (observer) observer(c, j, lg, target);
     }
-    bar.update(c + 1, fmt::format("PPL {:.4f}", std::exp(nll / count)));
+    bar.update(c + 1, fmt::format("PPL {:.4f}", std::exp(nll.mean())));
   }
   bar.finish();
   PerplexityResult r;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.n_tokens = static_cast<int64_t>(tokens.size());
   r.n_chunks = win.n_chunks;
-  r.n_scored = count;
   r.ctx = win.ctx;
-  r.mean_nll = nll / count;
-  r.ppl = std::exp(r.mean_nll);
-  // Standard error as llama.cpp reports it: sqrt(var(nll) / (N - 1)) * PPL.
-  const double var = nll2 / count - r.mean_nll * r.mean_nll;
-  r.ppl_stderr = var > 0 && count > 1 ? std::sqrt(var / (count - 1)) * r.ppl : 0.0;
+  set_ppl(r, nll);
   r.tokens_per_second = r.seconds > 0 ? static_cast<double>(win.n_chunks) * win.ctx / r.seconds : 0.0;
   return r;
 }

@@ -37,6 +37,10 @@ struct EvalWindows {
 // Throws lsb::Error naming `where` when the text is shorter than one window.
 EvalWindows make_windows(int64_t n_tokens, int ctx, int max_chunks, const std::string& where);
 
+class MeanAccumulator;
+// Fills ppl, mean_nll, ppl_stderr and n_scored from the accumulated per-token NLLs.
+void set_ppl(PerplexityResult& r, const MeanAccumulator& nll);
+
 // Natural-log negative log-likelihood of `target` under softmax(logits) (computed in double).
 double token_nll(const float* logits, int vocab, int target);
 

@@ -1,6 +1,6 @@
 #include "eval/tensor_quality.h"
 
-#include "quant/tensor_float.h"
+#include "quant/scheme.h"
 
 namespace lsb {
 
@@ -9,9 +9,9 @@ std::vector<TensorQuality> compare_tensors(const TensorSource& ref, const Tensor
   for (const TensorInfo& t : model.tensors()) {
     const TensorInfo* r = ref.find(t.name);
     if (!r || r->numel() != t.numel()) continue;
-    const std::vector<float> a = tensor_to_float(*r, ref.data(*r));
-    const std::vector<float> b = tensor_to_float(t, model.data(t));
-    out.push_back({t.name, std::string(dtype_name(t.dtype)), t.numel(), t.nbytes, quant::compare(a.data(), b.data(), a.size())});
+    const std::vector<float> a = quant::tensor_to_float(*r, ref.data(*r));
+    const std::vector<float> b = quant::tensor_to_float(t, model.data(t));
+    out.push_back({t.name, std::string(quant::scheme_name(t.dtype)), t.numel(), t.nbytes, quant::compare(a.data(), b.data(), a.size())});
   }
   return out;
 }

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "lsb/tensor_source.h"
+#include "io/tensor_source.h"
 #include "quant/metrics.h"
 
 namespace lsb {

@@ -9,37 +9,12 @@
 
 #include <fmt/ranges.h>
 
-#include "lsb/error.h"
+#include "base/error.h"
+#include "base/utf8.h"
 #include "quant/scheme.h"
 
 namespace lsb::format {
 namespace {
-
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    int n;
-    uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xe0) == 0xc0) { n = 1; cp = c & 0x1f; }
-    else if ((c & 0xf0) == 0xe0) { n = 2; cp = c & 0x0f; }
-    else if ((c & 0xf8) == 0xf0) { n = 3; cp = c & 0x07; }
-    else return false;
-    if (i + static_cast<size_t>(n) >= s.size()) return false;  // continuation bytes missing
-    for (int k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    // Overlong forms, surrogates and code points past U+10FFFF are not UTF-8.
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-      return false;
-    i += static_cast<size_t>(n) + 1;
-  }
-  return true;
-}
 
 struct Section {
   const char* what;
@@ -139,8 +114,12 @@ LsbReader::LsbReader(const std::string& path) : file_(path) {
   entries_.reserve(h.tensor_count);
   tensors_.reserve(h.tensor_count);
   std::vector<std::pair<uint64_t, size_t>> by_offset;
+  const bool v1 = h.version_major == 1;
   for (uint32_t i = 0; i < h.tensor_count; ++i) {
-    const TensorEntry e = decode_entry(base + h.directory_offset + static_cast<uint64_t>(i) * kEntrySize);
+    const std::byte* ep = base + h.directory_offset + static_cast<uint64_t>(i) * kEntrySize;
+    TensorEntry e = decode_entry(ep);
+    TensorEntryV1 e1{};
+    if (v1) e1 = decode_entry_v1(ep);
     if (e.name_size == 0 || e.name_size > kMaxNameSize || e.name_offset > strings.size() ||
         e.name_size > strings.size() - e.name_offset)
       fail(where, "tensor {}: name [{}, +{}) lies outside the string table", i, e.name_offset, e.name_size);
@@ -149,12 +128,32 @@ LsbReader::LsbReader(const std::string& path) : file_(path) {
     const std::string tw = where + ": tensor '" + name + "'";
     if (index_.count(name)) fail(where, "tensor '{}' appears twice", name);
     const auto dt = static_cast<DType>(e.dtype);
-    bool known = false;
-    for (const quant::SchemeTraits& s : quant::all_schemes()) known = known || s.dtype == dt;
-    if (!known) fail(tw, "unknown dtype {}", e.dtype);
+    if (!quant::find_scheme(dt)) fail(tw, "unknown dtype {}", e.dtype);
     if (e.ndim < 1 || e.ndim > kMaxDims) fail(tw, "{} dimensions (1..{} allowed)", e.ndim, kMaxDims);
-    if (e.reserved != 0 || e.reserved2 != 0) fail(tw, "reserved fields are not zero");
-    if (e.flags & ~kEntryFlagUseMean) fail(tw, "unknown flags 0x{:x}", e.flags);
+    // The scheme's parameters: text in the string table (version 2), or the fixed fields of a
+    // version 1 entry turned into the same text by the scheme's own codec.
+    std::string params;
+    if (v1) {
+      if (e1.reserved != 0 || e1.reserved2 != 0) fail(tw, "reserved fields are not zero");
+      if (e1.flags & ~kEntryV1FlagUseMean) fail(tw, "unknown flags 0x{:x}", e1.flags);
+      if (dtype_is_dense(dt) && (e1.group_size != 0 || e1.outlier_ratio != 0.0f || e1.flags != 0))
+        fail(tw, "dense tensor with quantization parameters");
+      quant::SchemeOptions legacy;
+      legacy.group_size = e1.group_size;
+      legacy.outlier_ratio = e1.outlier_ratio;
+      legacy.use_mean = (e1.flags & kEntryV1FlagUseMean) != 0;
+      params = quant::make_params(dt, legacy, tw);
+      e.params_offset = e.params_size = e.reserved = e.reserved1 = 0;
+      e.flags = 0;
+    } else {
+      if (e.reserved != 0 || e.reserved1 != 0) fail(tw, "reserved fields are not zero");
+      if (e.flags != 0) fail(tw, "unknown flags 0x{:x}", e.flags);
+      if (e.params_size > kMaxParamsSize || e.params_offset > strings.size() ||
+          e.params_size > strings.size() - e.params_offset)
+        fail(tw, "parameters [{}, +{}) lie outside the string table", e.params_offset, e.params_size);
+      params = std::string(strings.substr(e.params_offset, e.params_size));
+      quant::check_params(dt, params, tw);
+    }
     TensorInfo t;
     t.name = name;
     t.dtype = dt;
@@ -174,19 +173,14 @@ LsbReader::LsbReader(const std::string& path) : file_(path) {
         e.data_size > h.data_size - (e.data_offset - h.data_offset))
       fail(tw, "data [{}, +{}) lies outside the data section [{}, +{})", e.data_offset, e.data_size, h.data_offset,
            h.data_size);
+    t.params = params;
     if (dtype_is_dense(dt)) {
-      if (e.group_size != 0 || e.outlier_ratio != 0.0f || e.flags != 0) fail(tw, "dense tensor with quantization parameters");
       if (e.data_size != numel * dtype_size(dt))
         fail(tw, "holds {} bytes but {} [{}] needs {}", e.data_size, dtype_name(dt), fmt::join(t.shape, ", "),
              numel * dtype_size(dt));
     } else {
       if (e.ndim != 2) fail(tw, "quantized tensors must be matrices, this one has {} dimensions", e.ndim);
-      t.group_size = e.group_size;
-      t.outlier_ratio = e.outlier_ratio;
-      t.use_mean = (e.flags & kEntryFlagUseMean) != 0;
-      const quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
-      (void)quant::blob_layout(dt, t.shape[0], t.shape[1], p, tw);  // throws on bad parameters
-      const uint64_t fixed = quant::fixed_blob_bytes(dt, t.shape[0], t.shape[1], p);
+      const uint64_t fixed = quant::scheme(dt).fixed_bytes(t.shape[0], t.shape[1], params, tw);
       if (e.data_size < fixed) fail(tw, "blob is {} bytes, smaller than its {} fixed bytes", e.data_size, fixed);
     }
     if (e.layer < -1 || e.layer >= config_.n_layers) fail(tw, "layer index {} out of range", e.layer);
@@ -226,10 +220,8 @@ void LsbReader::verify_tensor(size_t i) const {
   const std::span<const std::byte> d = file_.range(e.data_offset, e.data_size, "tensor data");
   if (XXH3_64bits(d.data(), d.size()) != e.data_checksum)
     fail(describe(), "checksum mismatch in tensor '{}'", t.name);
-  if (!dtype_is_dense(t.dtype)) {
-    const quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
-    (void)quant::PackedView::parse(t.dtype, d, t.shape[0], t.shape[1], p, describe() + ": tensor '" + t.name + "'");
-  }
+  if (!dtype_is_dense(t.dtype))
+    (void)quant::open_blob(t.dtype, d, t.rows(), t.cols(), t.params, {.where = describe() + ": tensor '" + t.name + "'"});
   verified_[i].store(true, std::memory_order_release);
 }
 
@@ -255,6 +247,5 @@ TokenizerBlob LsbReader::tokenizer() const {
   return b;
 }
 
-std::unique_ptr<TensorSource> open_lsb(const std::string& path) { return std::make_unique<LsbReader>(path); }
 
 }  // namespace lsb::format

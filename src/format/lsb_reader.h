@@ -13,7 +13,7 @@
 #include "format/lsb_format.h"
 #include "format/lsb_writer.h"
 #include "io/mmap_file.h"
-#include "lsb/tensor_source.h"
+#include "io/tensor_source.h"
 
 namespace lsb::format {
 
@@ -28,6 +28,7 @@ class LsbReader : public TensorSource {
   std::span<const std::byte> data(const TensorInfo& t) const override;
   TokenizerBlob tokenizer() const override;
   std::string describe() const override { return file_.path(); }
+  std::string_view format_name() const override { return "lsb"; }
 
   const FileHeader& header() const { return header_; }
   const nlohmann::json& metadata() const { return metadata_; }
@@ -52,8 +53,5 @@ class LsbReader : public TensorSource {
   std::map<std::string, size_t, std::less<>> index_;
   std::unique_ptr<std::atomic<bool>[]> verified_;
 };
-
-// Opens and validates a .lsb file (used by open_model).
-std::unique_ptr<TensorSource> open_lsb(const std::string& path);
 
 }  // namespace lsb::format

@@ -9,7 +9,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "lsb/error.h"
+#include "base/align.h"
+#include "base/error.h"
 
 namespace lsb::format {
 
@@ -78,16 +79,18 @@ void LsbWriter::add_tensor(const TensorInfo& info, int layer, std::span<const st
   }
   pad_to(kTensorAlign);
 
+  if (info.params.size() > kMaxParamsSize)
+    fail(temp_path_, "tensor '{}': parameters of {} bytes exceed {}", info.name, info.params.size(), kMaxParamsSize);
   TensorEntry e{};
   e.name_offset = strings_.size();
   e.name_size = static_cast<uint32_t>(info.name.size());
+  strings_ += info.name;
+  e.params_offset = strings_.size();
+  e.params_size = static_cast<uint32_t>(info.params.size());
+  strings_ += info.params;
   e.dtype = static_cast<uint8_t>(info.dtype);
   e.ndim = static_cast<uint8_t>(info.shape.size());
-  const bool quantized = !dtype_is_dense(info.dtype);
-  e.flags = quantized && info.use_mean ? kEntryFlagUseMean : 0;
   for (size_t d = 0; d < info.shape.size(); ++d) e.shape[d] = info.shape[d];
-  e.group_size = quantized ? info.group_size : 0;
-  e.outlier_ratio = quantized ? info.outlier_ratio : 0.0f;
   e.layer = layer;
   e.data_offset = pos_;
   e.data_size = data.size();
@@ -95,7 +98,6 @@ void LsbWriter::add_tensor(const TensorInfo& info, int layer, std::span<const st
   write_at_end(data.data(), data.size());
   if (layer >= 0) layers_.back().size = pos_ - layers_.back().offset;
 
-  strings_ += info.name;
   names_.push_back(info.name);
   entries_.push_back(e);
 }

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "format/lsb_format.h"
-#include "lsb/tensor_source.h"
+#include "io/tensor_source.h"
 
 namespace lsb::format {
 
@@ -32,20 +32,16 @@ class LsbWriter {
   const std::string& temp_path() const { return temp_path_; }
   // Name of the temporary file a writer for `target` creates in this process.
   static std::string temp_path_for(const std::string& target);
-  const std::string& target_path() const { return target_; }
 
   void set_tokenizer(const TokenizerBlob& tok) { tokenizer_ = tok; }
   // Appends one tensor. `layer` is the transformer layer (-1 for others); a layer's tensors
-  // must come one after another. Quantization parameters are taken from `info`.
+  // must come one after another. The scheme's parameters are taken from `info.params`.
   void add_tensor(const TensorInfo& info, int layer, std::span<const std::byte> data);
   // Writes the small sections and the header; `metadata` gets "layers" added. Renames the
   // temporary file to the target. Returns the final file size.
   uint64_t finish(nlohmann::json metadata);
   // Removes the temporary file now (idempotent).
   void abort() noexcept;
-
-  const std::vector<LayerRange>& layers() const { return layers_; }
-  uint64_t bytes_written() const { return pos_; }
 
  private:
   void write_at_end(const void* p, uint64_t n);

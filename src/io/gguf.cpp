@@ -8,9 +8,11 @@
 #include <limits>
 #include <optional>
 
-#include "io/fp16.h"
-#include "lsb/error.h"
-#include "model/tokenizer_impl.h"
+#include "base/fp16.h"
+#include "base/error.h"
+#include "base/le.h"
+#include "base/utf8.h"
+#include "io/llama2c_vocab.h"
 
 namespace lsb {
 
@@ -43,32 +45,6 @@ uint64_t scalar_size(GgufType t) {
   }
 }
 
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xE0) == 0xC0) { n = 1; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { n = 2; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { n = 3; cp = c & 0x07; }
-    else return false;
-    if (s.size() - i <= n) return false;
-    for (size_t k = 1; k <= n; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += n + 1;
-  }
-  return true;
-}
-
 // Bounds-checked little-endian cursor over the mapped file.
 class Cursor {
  public:
@@ -84,10 +60,7 @@ class Cursor {
     return s;
   }
   uint64_t uint(int nbytes, const char* what) {
-    auto s = take(uint64_t(nbytes), what);
-    uint64_t v = 0;
-    for (int i = nbytes - 1; i >= 0; --i) v = (v << 8) | static_cast<uint64_t>(s[i]);
-    return v;
+    return load_le(take(uint64_t(nbytes), what).data(), nbytes);
   }
   std::string_view string(const char* what, uint64_t max_len) {
     const uint64_t at = pos_;
@@ -102,12 +75,6 @@ class Cursor {
   const std::string& path_;
   uint64_t pos_ = 0;
 };
-
-uint64_t load_u(const std::byte* p, uint64_t n) {
-  uint64_t v = 0;
-  for (uint64_t i = n; i-- > 0;) v = (v << 8) | static_cast<uint64_t>(p[i]);
-  return v;
-}
 
 void read_scalar(Cursor& c, GgufType t, GgufValue& v, const char* what) {
   const uint64_t n = scalar_size(t);
@@ -220,7 +187,7 @@ void dequantize_q8_0(std::span<const std::byte> blocks, float* out, const std::s
   const uint64_t n = blocks.size() / kGgmlQ8_0BlockBytes;
   for (uint64_t b = 0; b < n; ++b) {
     const std::byte* p = blocks.data() + b * kGgmlQ8_0BlockBytes;
-    const float d = f16_to_f32(static_cast<uint16_t>(load_u(p, 2)));
+    const float d = f16_to_f32(static_cast<uint16_t>(load_le(p, 2)));
     if (!std::isfinite(d)) fail(where, "Q8_0 block {} has a non-finite scale", b);
     for (uint64_t k = 0; k < kGgmlQ8_0Block; ++k)
       out[b * kGgmlQ8_0Block + k] = d * static_cast<float>(static_cast<int8_t>(p[2 + k]));
@@ -464,10 +431,8 @@ TokenizerBlob GgufSource::tokenizer() const {
     fail(path, "tokenizer has {} tokens but the model's vocabulary is {}", n, config_.vocab_size);
 
   constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581
-  std::string out(4, '\0');
-  uint32_t max_len = 1;
+  Llama2cVocab vocab;
   bool has_bytes = false;
-  std::string body;
   for (uint64_t id = 0; id < n; ++id) {
     std::string piece;
     const std::string_view p = pieces[id];
@@ -480,12 +445,9 @@ TokenizerBlob GgufSource::tokenizer() const {
       }
     }
     float score = 0.0f;
-    if (scores != kv_.end()) {
-      const uint32_t bits = uint32_t(load_u(scores->second.arr.raw.data() + id * 4, 4));
-      std::memcpy(&score, &bits, 4);
-    }
+    if (scores != kv_.end()) score = std::bit_cast<float>(load_le32(scores->second.arr.raw.data() + id * 4));
     int32_t type = 1;  // normal
-    if (types != kv_.end()) type = int32_t(load_u(types->second.arr.raw.data() + id * 4, 4));
+    if (types != kv_.end()) type = static_cast<int32_t>(load_le32(types->second.arr.raw.data() + id * 4));
     if (type == 6) {  // byte piece "<0xXX>": must be id 3 + XX for the byte fallback
       has_bytes = true;
       char want[8];
@@ -495,23 +457,16 @@ TokenizerBlob GgufSource::tokenizer() const {
     }
     // Only normal pieces take part in merges, as in SentencePiece.
     if (type != 1 || !std::isfinite(score)) score = kNeverMergeScore;
-    if (piece.size() > uint64_t(detail::kLlama2cMaxTokenLength))
-      fail(path, "token {} is {} bytes long, above the limit of {}", id, piece.size(), detail::kLlama2cMaxTokenLength);
-    max_len = std::max<uint32_t>(max_len, uint32_t(piece.size()));
-    char hdr[8];
-    const uint32_t len = uint32_t(piece.size());
-    const uint32_t sbits = std::bit_cast<uint32_t>(score);
-    for (int b = 0; b < 4; ++b) hdr[4 + b] = char((len >> (8 * b)) & 0xff);
-    for (int b = 0; b < 4; ++b) hdr[b] = char((sbits >> (8 * b)) & 0xff);
-    body.append(hdr, 8);
-    body += piece;
+    if (piece.size() > uint64_t(kLlama2cMaxTokenLength))
+      fail(path, "token {} is {} bytes long, above the limit of {}", id, piece.size(), kLlama2cMaxTokenLength);
+    vocab.pieces.push_back(std::move(piece));
+    vocab.scores.push_back(score);
   }
   if (!has_bytes && types != kv_.end())
     fail(path, "tokenizer has no byte tokens <0x00>..<0xFF>; lsb's llama tokenizer needs byte fallback");
-  for (int b = 0; b < 4; ++b) out[b] = char((max_len >> (8 * b)) & 0xff);
   TokenizerBlob blob;
   blob.kind = TokenizerBlob::Kind::Llama2c;
-  blob.bytes = out + body;
+  blob.bytes = serialize_llama2c_vocab(vocab);
   blob.origin = path + " (GGUF vocabulary)";
   return blob;
 }

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "io/mmap_file.h"
-#include "lsb/tensor_source.h"
+#include "io/tensor_source.h"
 
 namespace lsb {
 
@@ -74,6 +74,7 @@ class GgufSource : public TensorSource {
   // conventions that algorithm relies on (bos 1, eos 2, byte pieces <0x00>..<0xFF> at ids 3..258).
   TokenizerBlob tokenizer() const override;
   std::string describe() const override { return file_.path(); }
+  std::string_view format_name() const override { return "gguf"; }
 
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }

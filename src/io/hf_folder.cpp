@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/mmap_file.h"
-#include "lsb/error.h"
+#include "base/error.h"
 
 namespace fs = std::filesystem;
 

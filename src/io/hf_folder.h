@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
-#include "lsb/tensor_source.h"
+#include "io/tensor_source.h"
 
 namespace lsb {
 
@@ -22,6 +22,7 @@ class HfFolderSource : public TensorSource {
   std::span<const std::byte> data(const TensorInfo& t) const override;
   TokenizerBlob tokenizer() const override;
   std::string describe() const override { return folder_; }
+  std::string_view format_name() const override { return "hf-folder"; }
 
  private:
   std::string folder_;

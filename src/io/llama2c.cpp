@@ -3,19 +3,14 @@
 #include <array>
 #include <cstring>
 
-#include "lsb/error.h"
+#include "base/error.h"
+#include "base/le.h"
 
 namespace lsb {
 
 namespace {
 
 constexpr uint64_t kHeaderBytes = 7 * 4;
-
-int32_t read_i32_le(const std::byte* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint32_t>(p[i]);
-  return static_cast<int32_t>(v);
-}
 
 // Running byte count of the file layout; every step is overflow-checked so a hostile header
 // cannot wrap around to a size that happens to match the file.
@@ -47,7 +42,7 @@ Llama2cSource::Llama2cSource(const std::string& path) : file_(path) {
   if (std::memcmp(header.data(), "ak42", 4) == 0)
     fail(path, "llama2.c version-1+ export format is not supported (export with --version 0, the legacy format)");
   std::array<int32_t, 7> h{};
-  for (int i = 0; i < 7; ++i) h[i] = read_i32_le(header.data() + 4 * i);
+  for (int i = 0; i < 7; ++i) h[i] = static_cast<int32_t>(load_le32(header.data() + 4 * i));
   const char* names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
   for (int i = 0; i < 7; ++i)
     if (h[i] == 0 || (h[i] < 0 && i != 5) || h[i] == INT32_MIN)

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "io/mmap_file.h"
-#include "lsb/tensor_source.h"
+#include "io/tensor_source.h"
 
 namespace lsb {
 
@@ -23,6 +23,7 @@ class Llama2cSource : public TensorSource {
   const std::vector<TensorInfo>& tensors() const override { return tensors_; }
   std::span<const std::byte> data(const TensorInfo& t) const override;
   std::string describe() const override { return file_.path(); }
+  std::string_view format_name() const override { return "llama2c"; }
 
  private:
   MappedFile file_;

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "lsb/error.h"
+#include "base/error.h"
 
 namespace lsb {
 

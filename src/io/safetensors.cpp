@@ -7,7 +7,8 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "lsb/error.h"
+#include "base/error.h"
+#include "base/le.h"
 
 namespace lsb {
 
@@ -17,12 +18,6 @@ namespace {
 // memory the JSON parser can take.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 constexpr size_t kMaxRank = 8;
-
-uint64_t read_u64_le(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint64_t>(p[i]);
-  return v;
-}
 
 uint64_t get_u64(const nlohmann::json& v, const std::string& path, const std::string& name, const char* what) {
   if (!v.is_number_unsigned()) fail(path, "tensor '{}': {} should hold non-negative integers, got {}", name, what, v.dump());
@@ -34,7 +29,7 @@ uint64_t get_u64(const nlohmann::json& v, const std::string& path, const std::st
 SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   const uint64_t size = file_.size();
   if (size < 8) fail(path, "file is {} bytes, too short for a safetensors header", size);
-  const uint64_t n = read_u64_le(file_.bytes().data());
+  const uint64_t n = load_le64(file_.bytes().data());
   if (n > size - 8) fail(path, "header length {} past end of file (size {})", n, size);
   if (n > kMaxHeaderBytes) fail(path, "header length {} is above the {} byte limit", n, kMaxHeaderBytes);
   data_start_ = 8 + n;

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "io/mmap_file.h"
-#include "lsb/tensor_source.h"
+#include "io/tensor_source.h"
 
 namespace lsb {
 
@@ -49,6 +49,7 @@ class SafetensorsSource : public TensorSource {
   const std::vector<TensorInfo>& tensors() const override { return file_.tensors(); }
   std::span<const std::byte> data(const TensorInfo& t) const override { return file_.data(t.name); }
   std::string describe() const override { return file_.path(); }
+  std::string_view format_name() const override { return "safetensors"; }
 
  private:
   SafetensorsFile file_;

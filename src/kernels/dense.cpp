@@ -6,11 +6,11 @@
 #include <type_traits>
 
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "kernels/dense.cpp"
+#define HWY_TARGET_INCLUDE "dense.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
-#include "io/fp16.h"
+#include "base/fp16.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace lsb::kernels::HWY_NAMESPACE {
@@ -214,7 +214,7 @@ const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "lsb/error.h"
+#include "base/error.h"
 
 namespace lsb::kernels {
 HWY_EXPORT(GemvDense);

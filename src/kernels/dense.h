@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "lsb/dtype.h"
+#include "base/dtype.h"
 
 namespace lsb::kernels {
 

@@ -1,14 +1,14 @@
 // Highway (run-time dispatched) kernels on packed LSB1 / PAPER / Q8 weights with float
-// activations. The scalar specification is src/kernels/packed_ref.cpp; the math is in
-// packed_linear.h and docs/KERNELS.md.
+// activations. The specification is kernels/reference.h; the math is in kernels/packed.h and
+// docs/KERNELS.md.
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
 
-#include "kernels/packed_linear.h"
+#include "kernels/packed.h"
 
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "kernels/packed_simd.cpp"
+#define HWY_TARGET_INCLUDE "packed_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
@@ -48,34 +48,23 @@ HWY_INLINE VF AddIf(hn::Mask<DF> m, VF x, VF acc) {
 #endif
 }
 
-template <bool kSelect>
-HWY_INLINE VF Accumulate(hn::Mask<DF> m, VF x, VF nx, VF acc) {
-  if constexpr (kSelect) return hn::Add(acc, hn::IfThenElse(m, x, nx));
-  else return AddIf(m, x, acc);
-}
-
 HWY_INLINE float Sum(DF d, VF v) { return hn::GetLane(hn::SumOfLanes(d, v)); }
 
 HWY_INLINE bool Bit(const uint64_t* w, int64_t c) { return (w[c >> 6] >> (c & 63)) & 1u; }
 
-// Per-group float coefficients of a block of 4 rows (repacked at load, see SignMatrixView):
-// s[i][g] = s_g of row i; z(i, g) = coefficient of S_g in y: m - s for the masked-add form,
-// m for sign-select. No conversion, no allocation per call.
+// Per-group float coefficients of a block of 4 rows (converted at load, see SignMatrixView):
+// s[i][g] = s_g of row i; z(i, g) = m - s, the coefficient of S_g in y. No conversion, no
+// allocation per call.
 struct GroupCoefs {
   const float* s[4];
   const float* z[4];  // m - s; nullptr when m = 0
-  bool select = false;
-  void set(const SignMatrixView& w, const int64_t* rows, bool sel) {
-    select = sel;
+  void set(const SignMatrixView& w, const int64_t* rows) {
     for (int i = 0; i < 4; ++i) {
       s[i] = w.fscale + rows[i] * w.ngroups;
       z[i] = w.fzero ? w.fzero + rows[i] * w.ngroups : nullptr;
     }
   }
-  float zc(int i, int64_t g) const {
-    if (select) return z[i] ? z[i][g] + s[i][g] : 0.0f;
-    return z[i] ? z[i][g] : -s[i][g];
-  }
+  float zc(int i, int64_t g) const { return z[i] ? z[i][g] : -s[i][g]; }
   // sum_g z(i, g) S_g
   float zdot(int i, const float* HWY_RESTRICT gsum, int64_t G) const {
     float u = 0;
@@ -129,7 +118,6 @@ HWY_INLINE void VectorSpan(int64_t a, int64_t b, int64_t N, int64_t& va, int64_t
 
 // One token, four rows, any group layout (groups may start mid-vector: scalar head/tail
 // columns). rows[] may repeat the last valid row; the caller drops those results.
-template <bool kSelect>
 void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRICT x, const float* HWY_RESTRICT gsum,
            const GroupCoefs& gc, float out[4]) {
   const DF df;
@@ -153,15 +141,14 @@ void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRI
     int64_t c = va;
     for (; c + 2 * N <= vb; c += 2 * N) {
       const VF xv = hn::LoadU(df, x + c), xw = hn::LoadU(df, x + c + N);
-      const VF nx = kSelect ? hn::Neg(xv) : xv, nw = kSelect ? hn::Neg(xw) : xw;
-      a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);
-      a1 = Accumulate<kSelect>(SignMask(df, w1, c), xv, nx, a1);
-      a2 = Accumulate<kSelect>(SignMask(df, w2, c), xv, nx, a2);
-      a3 = Accumulate<kSelect>(SignMask(df, w3, c), xv, nx, a3);
-      b0 = Accumulate<kSelect>(SignMask(df, w0, c + N), xw, nw, b0);
-      b1 = Accumulate<kSelect>(SignMask(df, w1, c + N), xw, nw, b1);
-      b2 = Accumulate<kSelect>(SignMask(df, w2, c + N), xw, nw, b2);
-      b3 = Accumulate<kSelect>(SignMask(df, w3, c + N), xw, nw, b3);
+            a0 = AddIf(SignMask(df, w0, c), xv, a0);
+      a1 = AddIf(SignMask(df, w1, c), xv, a1);
+      a2 = AddIf(SignMask(df, w2, c), xv, a2);
+      a3 = AddIf(SignMask(df, w3, c), xv, a3);
+      b0 = AddIf(SignMask(df, w0, c + N), xw, b0);
+      b1 = AddIf(SignMask(df, w1, c + N), xw, b1);
+      b2 = AddIf(SignMask(df, w2, c + N), xw, b2);
+      b3 = AddIf(SignMask(df, w3, c + N), xw, b3);
     }
     a0 = hn::Add(a0, b0);
     a1 = hn::Add(a1, b1);
@@ -169,19 +156,18 @@ void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRI
     a3 = hn::Add(a3, b3);
     for (; c < vb; c += N) {
       const VF xv = hn::LoadU(df, x + c);
-      const VF nx = kSelect ? hn::Neg(xv) : xv;
-      a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);
-      a1 = Accumulate<kSelect>(SignMask(df, w1, c), xv, nx, a1);
-      a2 = Accumulate<kSelect>(SignMask(df, w2, c), xv, nx, a2);
-      a3 = Accumulate<kSelect>(SignMask(df, w3, c), xv, nx, a3);
+            a0 = AddIf(SignMask(df, w0, c), xv, a0);
+      a1 = AddIf(SignMask(df, w1, c), xv, a1);
+      a2 = AddIf(SignMask(df, w2, c), xv, a2);
+      a3 = AddIf(SignMask(df, w3, c), xv, a3);
     }
     float p0 = 0, p1 = 0, p2 = 0, p3 = 0;
     auto scalar = [&](int64_t c) {
-      const float xc = x[c], off = kSelect ? -xc : 0.0f;
-      p0 += Bit(w0, c) ? xc : off;
-      p1 += Bit(w1, c) ? xc : off;
-      p2 += Bit(w2, c) ? xc : off;
-      p3 += Bit(w3, c) ? xc : off;
+      const float xc = x[c];
+      p0 += Bit(w0, c) ? xc : 0.0f;
+      p1 += Bit(w1, c) ? xc : 0.0f;
+      p2 += Bit(w2, c) ? xc : 0.0f;
+      p3 += Bit(w3, c) ? xc : 0.0f;
     };
     for (int64_t c = a; c < va; ++c) scalar(c);
     for (int64_t c = vb; c < b; ++c) scalar(c);
@@ -194,7 +180,7 @@ void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRI
     t2 += s2[g] * p2;
     t3 += s3[g] * p3;
   }
-  const float k = kSelect ? 1.0f : 2.0f;
+  constexpr float k = 2.0f;
   out[0] = k * (Sum(df, y0) + t0) + gc.zdot(0, gsum, G) + Outliers(w, rows[0], x);
   out[1] = k * (Sum(df, y1) + t1) + gc.zdot(1, gsum, G) + Outliers(w, rows[1], x);
   out[2] = k * (Sum(df, y2) + t2) + gc.zdot(2, gsum, G) + Outliers(w, rows[2], x);
@@ -205,7 +191,6 @@ void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRI
 // group): only vector steps, except a scalar tail when cols % N != 0 (last group only). The
 // outlier corrections are gathered into the row's vector accumulator, so each row needs a
 // single horizontal sum.
-template <bool kSelect>
 void Gemv4Aligned(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRICT x,
                   const float* HWY_RESTRICT gsum, const GroupCoefs& gc, float out[4]) {
   const DF df;
@@ -226,23 +211,21 @@ void Gemv4Aligned(const SignMatrixView& w, const int64_t* rows, const float* HWY
     int64_t c = a;
     for (; c + 2 * N <= vb; c += 2 * N) {
       const VF xv = hn::LoadU(df, x + c), xw = hn::LoadU(df, x + c + N);
-      const VF nx = kSelect ? hn::Neg(xv) : xv, nw = kSelect ? hn::Neg(xw) : xw;
-      a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);
-      a1 = Accumulate<kSelect>(SignMask(df, w1, c), xv, nx, a1);
-      a2 = Accumulate<kSelect>(SignMask(df, w2, c), xv, nx, a2);
-      a3 = Accumulate<kSelect>(SignMask(df, w3, c), xv, nx, a3);
-      b0 = Accumulate<kSelect>(SignMask(df, w0, c + N), xw, nw, b0);
-      b1 = Accumulate<kSelect>(SignMask(df, w1, c + N), xw, nw, b1);
-      b2 = Accumulate<kSelect>(SignMask(df, w2, c + N), xw, nw, b2);
-      b3 = Accumulate<kSelect>(SignMask(df, w3, c + N), xw, nw, b3);
+            a0 = AddIf(SignMask(df, w0, c), xv, a0);
+      a1 = AddIf(SignMask(df, w1, c), xv, a1);
+      a2 = AddIf(SignMask(df, w2, c), xv, a2);
+      a3 = AddIf(SignMask(df, w3, c), xv, a3);
+      b0 = AddIf(SignMask(df, w0, c + N), xw, b0);
+      b1 = AddIf(SignMask(df, w1, c + N), xw, b1);
+      b2 = AddIf(SignMask(df, w2, c + N), xw, b2);
+      b3 = AddIf(SignMask(df, w3, c + N), xw, b3);
     }
     if (c < vb) {
       const VF xv = hn::LoadU(df, x + c);
-      const VF nx = kSelect ? hn::Neg(xv) : xv;
-      a0 = Accumulate<kSelect>(SignMask(df, w0, c), xv, nx, a0);
-      a1 = Accumulate<kSelect>(SignMask(df, w1, c), xv, nx, a1);
-      a2 = Accumulate<kSelect>(SignMask(df, w2, c), xv, nx, a2);
-      a3 = Accumulate<kSelect>(SignMask(df, w3, c), xv, nx, a3);
+            a0 = AddIf(SignMask(df, w0, c), xv, a0);
+      a1 = AddIf(SignMask(df, w1, c), xv, a1);
+      a2 = AddIf(SignMask(df, w2, c), xv, a2);
+      a3 = AddIf(SignMask(df, w3, c), xv, a3);
     }
     y0 = hn::MulAdd(hn::Set(df, s0[g]), hn::Add(a0, b0), y0);
     y1 = hn::MulAdd(hn::Set(df, s1[g]), hn::Add(a1, b1), y1);
@@ -251,11 +234,11 @@ void Gemv4Aligned(const SignMatrixView& w, const int64_t* rows, const float* HWY
     if (HWY_UNLIKELY(vb < b)) {  // only the last group, only when cols % N != 0
       float p0 = 0, p1 = 0, p2 = 0, p3 = 0;
       for (int64_t cc = vb; cc < b; ++cc) {
-        const float xc = x[cc], off = kSelect ? -xc : 0.0f;
-        p0 += Bit(w0, cc) ? xc : off;
-        p1 += Bit(w1, cc) ? xc : off;
-        p2 += Bit(w2, cc) ? xc : off;
-        p3 += Bit(w3, cc) ? xc : off;
+        const float xc = x[cc];
+        p0 += Bit(w0, cc) ? xc : 0.0f;
+        p1 += Bit(w1, cc) ? xc : 0.0f;
+        p2 += Bit(w2, cc) ? xc : 0.0f;
+        p3 += Bit(w3, cc) ? xc : 0.0f;
       }
       t0 += s0[g] * p0;
       t1 += s1[g] * p1;
@@ -263,7 +246,7 @@ void Gemv4Aligned(const SignMatrixView& w, const int64_t* rows, const float* HWY
       t3 += s3[g] * p3;
     }
   }
-  const float k = kSelect ? 1.0f : 2.0f;
+  constexpr float k = 2.0f;
   const VF kv = hn::Set(df, k);
   out[0] = Sum(df, OutlierVec(df, w, rows[0], x, hn::Mul(kv, y0))) + k * t0 + gc.zdot(0, gsum, G);
   out[1] = Sum(df, OutlierVec(df, w, rows[1], x, hn::Mul(kv, y1))) + k * t1 + gc.zdot(1, gsum, G);
@@ -336,9 +319,8 @@ void Tile4x4(const SignMatrixView& w, const int64_t* rows, const float* const* x
 }
 
 void SignGemm(const SignMatrixView& w, const float* x, int64_t n, const float* gsum, int64_t r0, int64_t r1,
-              float* y, int64_t ldy, int variant) {
+              float* y, int64_t ldy) {
   GroupCoefs gc;
-  const bool select = variant == static_cast<int>(SignKernel::kSignSelect);
   const int64_t N = static_cast<int64_t>(hn::Lanes(DF()));
   // Groups on vector boundaries; lanes past a row's outliers stay inside the padded arrays.
   const bool aligned = (w.ngroups == 1 || w.group % N == 0) && N <= kOutlierPad;
@@ -346,23 +328,7 @@ void SignGemm(const SignMatrixView& w, const float* x, int64_t n, const float* g
     const int64_t nr = std::min<int64_t>(4, r1 - r);
     int64_t rows[4];
     for (int i = 0; i < 4; ++i) rows[i] = r + (i < nr ? i : 0);
-    gc.set(w, rows, select);
-    if (n == 1 || select) {  // sign-select is only a gemv experiment: one token at a time
-      for (int64_t t = 0; t < n; ++t) {
-        float out[4];
-        const float* xt = x + t * w.cols;
-        const float* gt = gsum + t * w.ngroups;
-        if (aligned) {
-          if (select) Gemv4Aligned<true>(w, rows, xt, gt, gc, out);
-          else Gemv4Aligned<false>(w, rows, xt, gt, gc, out);
-        } else {
-          if (select) Gemv4<true>(w, rows, xt, gt, gc, out);
-          else Gemv4<false>(w, rows, xt, gt, gc, out);
-        }
-        for (int64_t i = 0; i < nr; ++i) y[t * ldy + r + i] = out[i];
-      }
-      continue;
-    }
+    gc.set(w, rows);
     for (int64_t t = 0; t < n; t += 4) {
       const int64_t nt = std::min<int64_t>(4, n - t);
       const float* xs[4];
@@ -374,70 +340,13 @@ void SignGemm(const SignMatrixView& w, const float* x, int64_t n, const float* g
       }
       float out[4][4];
       if (nt == 1) {
-        if (aligned) Gemv4Aligned<false>(w, rows, xs[0], gs[0], gc, out[0]);
-        else Gemv4<false>(w, rows, xs[0], gs[0], gc, out[0]);
+        if (aligned) Gemv4Aligned(w, rows, xs[0], gs[0], gc, out[0]);
+        else Gemv4(w, rows, xs[0], gs[0], gc, out[0]);
       } else {
         Tile4x4(w, rows, xs, gs, gc, out);
       }
       for (int64_t i = 0; i < nt; ++i)
         for (int64_t j = 0; j < nr; ++j) y[(t + i) * ldy + r + j] = out[i][j];
-    }
-  }
-}
-
-// T-MAC-style variant: P_g is a sum of table entries, one per 4 columns (the table of token t
-// holds, for every 4 columns, the 16 possible sums of their activations). Tables are float, so
-// nothing is quantized; lookups are hardware gathers where the target has them.
-float LutGroup(const uint64_t* HWY_RESTRICT wr, const float* HWY_RESTRICT lut, int64_t k0, int64_t k1) {
-  const DF df;
-  const hn::RebindToUnsigned<DF> du;
-  const hn::RebindToSigned<DF> di;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  auto nib = [&](int64_t k) { return static_cast<uint32_t>((wr[k >> 4] >> (4 * (k & 15))) & 15u); };
-  float p = 0;
-  int64_t k = k0;
-  if (N <= 16) {
-    static constexpr uint32_t kShift[16] = {0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28};
-    static constexpr uint32_t kBase[16] = {0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240};
-    const auto shifts = hn::LoadU(du, kShift);
-    const auto base = hn::LoadU(du, kBase);
-    const auto low8 = hn::FirstN(du, 8);
-    const auto fifteen = hn::Set(du, 15u);
-    for (; k < k1 && k % N != 0; ++k) p += lut[k * 16 + nib(k)];
-    VF acc = hn::Zero(df);
-    for (; k + N <= k1; k += N) {
-      const uint64_t bits = wr[k >> 4] >> (4 * (k & 15));
-      const auto v = hn::IfThenElse(low8, hn::Set(du, static_cast<uint32_t>(bits)),
-                                    hn::Set(du, static_cast<uint32_t>(bits >> 32)));
-      const auto idx = hn::Add(hn::Add(hn::And(v >> shifts, fifteen), base),
-                               hn::Set(du, static_cast<uint32_t>(k * 16)));
-      acc = hn::Add(acc, hn::GatherIndex(df, lut, hn::BitCast(di, idx)));
-    }
-    p += Sum(df, acc);
-  }
-  for (; k < k1; ++k) p += lut[k * 16 + nib(k)];
-  return p;
-}
-
-void SignGemmLut(const SignMatrixView& w, const float* luts, int64_t n, const float* x, const float* gsum,
-                 int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  const int64_t nk = (w.cols + 3) / 4;
-  GroupCoefs gc;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t rows[4] = {r, r, r, r};
-    gc.set(w, rows, false);
-    const uint64_t* wr = w.signs + r * w.words;
-    for (int64_t t = 0; t < n; ++t) {
-      const float* lut = luts + t * nk * 16;
-      const float* gs = gsum + t * w.ngroups;
-      float acc = 0, u = 0;
-      for (int64_t g = 0; g < w.ngroups; ++g) {
-        // Groups are whole nibbles (group % 4 == 0), or one group covering the row.
-        const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
-        acc += gc.s[0][g] * LutGroup(wr, lut, a / 4, (b + 3) / 4);
-        u += gc.zc(0, g) * gs[g];
-      }
-      y[t * ldy + r] = 2.0f * acc + u + Outliers(w, r, x + t * w.cols);
     }
   }
 }
@@ -449,7 +358,7 @@ HWY_INLINE VF LoadQ8(DF df, const int8_t* HWY_RESTRICT p) {
   return hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, p)));
 }
 
-void Q8Gemv4(const Q8View& w, const int64_t* rows, const float* HWY_RESTRICT x, float out[4]) {
+void Q8Gemv4(const quant::Q8View& w, const int64_t* rows, const float* HWY_RESTRICT x, float out[4]) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const int64_t C = w.cols, vec_end = C - C % N;
@@ -476,7 +385,7 @@ void Q8Gemv4(const Q8View& w, const int64_t* rows, const float* HWY_RESTRICT x, 
 }
 
 // Four rows converted once, used for four tokens.
-void Q8Tile4x4(const Q8View& w, const int64_t* rows, const float* const* xs, float out[4][4]) {
+void Q8Tile4x4(const quant::Q8View& w, const int64_t* rows, const float* const* xs, float out[4][4]) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const int64_t C = w.cols, vec_end = C - C % N;
@@ -508,7 +417,7 @@ void Q8Tile4x4(const Q8View& w, const int64_t* rows, const float* const* xs, flo
     }
 }
 
-void Q8Gemm(const Q8View& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+void Q8Gemm(const quant::Q8View& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   for (int64_t r = r0; r < r1; r += 4) {
     const int64_t nr = std::min<int64_t>(4, r1 - r);
     int64_t rows[4];
@@ -537,28 +446,38 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace lsb::kernels {
 HWY_EXPORT(SignGemm);
-HWY_EXPORT(SignGemmLut);
 HWY_EXPORT(Q8Gemm);
 HWY_EXPORT(PackedTargetName);
 
 void sign_gemm(const SignMatrixView& w, const float* x, int64_t n, const float* gsum, int64_t r0, int64_t r1,
-               float* y, int64_t ldy, SignKernel variant) {
-  if (variant == SignKernel::kLut) variant = SignKernel::kMaskedAdd;  // tables are built by the caller
-  HWY_DYNAMIC_DISPATCH(SignGemm)(w, x, n, gsum, r0, r1, y, ldy, static_cast<int>(variant));
+               float* y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(SignGemm)(w, x, n, gsum, r0, r1, y, ldy);
 }
 
-void sign_gemm_lut(const SignMatrixView& w, const float* luts, int64_t n, const float* x, const float* gsum,
-                   int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  // Groups that split a nibble cannot use the tables: fall back to masked adds.
-  if (w.ngroups > 1 && w.group % 4 != 0) return sign_gemm(w, x, n, gsum, r0, r1, y, ldy, SignKernel::kMaskedAdd);
-  HWY_DYNAMIC_DISPATCH(SignGemmLut)(w, luts, n, x, gsum, r0, r1, y, ldy);
-}
-
-void q8_gemm(const Q8View& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+void q8_gemm(const quant::Q8View& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(Q8Gemm)(w, x, n, r0, r1, y, ldy);
 }
 
 const char* packed_target_name() { return HWY_DYNAMIC_DISPATCH(PackedTargetName)(); }
+
+void group_sums(const float* x, int64_t n, int64_t cols, int64_t group, int64_t ngroups, float* gsum) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t g = 0; g < ngroups; ++g) {
+      const int64_t a = g * group, b = std::min(cols, a + group);
+      // Four independent double chains (one chain is add-latency bound); still exact enough.
+      const float* xt = x + t * cols;
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t c = a;
+      for (; c + 4 <= b; c += 4) {
+        s0 += xt[c];
+        s1 += xt[c + 1];
+        s2 += xt[c + 2];
+        s3 += xt[c + 3];
+      }
+      for (; c < b; ++c) s0 += xt[c];
+      gsum[t * ngroups + g] = static_cast<float>((s0 + s1) + (s2 + s3));
+    }
+}
 
 }  // namespace lsb::kernels
 #endif

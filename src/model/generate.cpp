@@ -1,8 +1,9 @@
 #include "model/generate.h"
 
+#include <algorithm>
 #include <chrono>
 
-#include "lsb/error.h"
+#include "base/error.h"
 #include "model/sampler.h"
 
 namespace lsb {
@@ -32,7 +33,7 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const std::stri
   r.prompt_tokens = tok.encode(prompt, true);
   const int n_prompt = static_cast<int>(r.prompt_tokens.size());
   const int n_new = std::max(0, opt.n_new);
-  model.reset(n_prompt + n_new);
+  model.reset(n_prompt + n_new, n_prompt);
 
   std::vector<int> all = r.prompt_tokens;
   size_t printed = 0;
@@ -46,6 +47,9 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const std::stri
   emit();
 
   std::vector<float> logits(static_cast<size_t>(cfg.vocab_size));
+  // Only ids the tokenizer can decode are sampled: a model's vocabulary may be padded past the
+  // tokenizer's (docs/DESIGN.md).
+  const int sample_vocab = std::min(cfg.vocab_size, tok.vocab_size());
   Sampler sampler(opt.temperature, opt.top_p, opt.seed);
   r.stop_reason = "length";
   auto t = Clock::now();
@@ -55,7 +59,7 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const std::stri
   int n_decoded = 0;
   t = Clock::now();
   for (int i = 0; i < n_new; ++i) {
-    const int next = sampler.sample(logits.data(), cfg.vocab_size);
+    const int next = sampler.sample(logits.data(), sample_vocab);
     // EOS ends generation; so does BOS, which llama2.c models emit between stories.
     if (next == tok.eos_id() || next == tok.bos_id()) {
       r.stop_reason = "eos";

@@ -1,7 +1,7 @@
 #include "model/layer_weights.h"
 
-#include "lsb/error.h"
-#include "quant/tensor_float.h"
+#include "base/error.h"
+#include "quant/scheme.h"
 
 namespace lsb {
 
@@ -10,7 +10,7 @@ std::vector<float> load_vector(const TensorInfo& t, std::span<const std::byte> b
   if (t.numel() != expect) fail(where, "tensor '{}' has {} elements, expected {}", t.name, t.numel(), expect);
   if (!dtype_is_dense(t.dtype) || bytes.size() != static_cast<uint64_t>(expect) * dtype_size(t.dtype))
     fail(where, "tensor '{}' must be a dense float vector", t.name);
-  return tensor_to_float(t, bytes);
+  return quant::tensor_to_float(t, bytes);
 }
 
 LayerWeights load_layer(int l, int dim, const TensorGetter& get, const std::string& where, const LinearLoad& load) {

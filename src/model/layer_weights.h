@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "model/linear.h"
+#include "linear/linear.h"
 
 namespace lsb {
 

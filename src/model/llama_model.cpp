@@ -8,22 +8,12 @@
 #include <cmath>
 #include <cstring>
 
-#include "format/lsb_reader.h"
-#include "io/fp16.h"
+#include "base/error.h"
+#include "base/fp16.h"
 #include "kernels/dense.h"
-#include "lsb/error.h"
-#include "model/model_tensors.h"
-#include "runtime/layer_streamer.h"
-#include "runtime/sysinfo.h"
-#include "runtime/threads.h"
 
 namespace lsb {
 namespace {
-
-std::unique_ptr<Linear> load_linear(const TensorSource& src, const std::string& name) {
-  const TensorInfo& t = src.get(name);
-  return make_linear(t, src.data(t), src.describe());
-}
 
 // out = x * w / rms(x), for n rows of length dim.
 void rmsnorm(float* out, const float* x, const float* w, int n, int dim, float eps) {
@@ -39,87 +29,59 @@ void rmsnorm(float* out, const float* x, const float* w, int n, int dim, float e
 
 }  // namespace
 
-LlamaModel::LlamaModel(std::shared_ptr<TensorSource> src, const ModelOptions& opt)
-    : src_(std::move(src)), cfg_(src_->config()), opt_(opt) {
-  cfg_.validate(src_->describe());
-  validate_tensors(*src_);
+LlamaModel::LlamaModel(const ModelConfig& cfg, std::unique_ptr<WeightProvider> weights, const ModelOptions& opt)
+    : cfg_(cfg), opt_(opt), weights_(std::move(weights)) {
   if (opt_.kv_type != DType::F32 && opt_.kv_type != DType::F16)
     throw Error(fmt::format("KV cache type {} is not supported (f32 or f16)", dtype_name(opt_.kv_type)));
-  const TensorSource& s = *src_;
-  if (opt_.mem_budget > 0) {
-    auto lsb_file = std::dynamic_pointer_cast<const format::LsbReader>(src_);
-    if (!lsb_file)
-      fail(s.describe(), "--mem-budget streams layers from a .lsb file; compress the model first (lsb compress)");
-    base_rss_ = current_rss_bytes();
-    const TensorInfo& norm = s.get("model.norm.weight");
-    final_norm_ = load_vector(norm, s.data(norm), cfg_.dim, s.describe());
-    streamer_ = std::make_unique<LayerStreamer>(lsb_file, cfg_, opt_.drop_page_cache);
-    // The budget is checked by reset(), once the context length (the KV cache) is known.
-    return;
-  }
-  const TensorGetter get = [&s](const std::string& name) {
-    const TensorInfo& t = s.get(name);
-    return std::make_pair(&t, s.data(t));
-  };
-  const TensorInfo& norm = s.get("model.norm.weight");
-  final_norm_ = load_vector(norm, s.data(norm), cfg_.dim, s.describe());
-  embed_ = load_linear(s, "model.embed_tokens.weight");
-  layers_.reserve(cfg_.n_layers);
-  for (int l = 0; l < cfg_.n_layers; ++l) layers_.push_back(load_layer(l, cfg_.dim, get, s.describe()));
-  if (cfg_.tie_embeddings) {
-    output_ptr_ = embed_.get();
-  } else {
-    output_ = load_linear(s, "lm_head.weight");
-    output_ptr_ = output_.get();
-  }
 }
 
 LlamaModel::~LlamaModel() = default;
 
-uint64_t LlamaModel::kv_bytes() const {
-  return 2ull * cfg_.n_layers * static_cast<uint64_t>(ctx_) * cfg_.n_kv_heads * cfg_.head_dim * dtype_size(opt_.kv_type);
+uint64_t LlamaModel::Activations::floats(const ModelConfig& c, int batch, int ctx, int threads) {
+  const uint64_t n = static_cast<uint64_t>(batch), keys = static_cast<uint64_t>(ctx);
+  const uint64_t q_dim = static_cast<uint64_t>(c.n_heads) * c.head_dim;
+  const uint64_t kv_dim = static_cast<uint64_t>(c.n_kv_heads) * c.head_dim;
+  const uint64_t fwd = n * (c.dim + std::max<uint64_t>(c.dim, q_dim) + 2 * q_dim + 2 * kv_dim + 2ull * c.hidden_dim);
+  return fwd + static_cast<uint64_t>(threads) * (n * keys + static_cast<uint64_t>(c.head_dim) * keys);
 }
 
-// Activations for a batch of n tokens: the forward pass's buffers, the per-thread attention
-// scores, and the caller's logits (up to n rows).
-uint64_t LlamaModel::scratch_bytes(int n) const {
-  const uint64_t N = static_cast<uint64_t>(n);
-  const uint64_t q_dim = static_cast<uint64_t>(cfg_.n_heads) * cfg_.head_dim;
-  const uint64_t kv_dim = static_cast<uint64_t>(cfg_.n_kv_heads) * cfg_.head_dim;
-  const uint64_t keys = static_cast<uint64_t>(std::max(ctx_, n));
-  const uint64_t fwd = N * (cfg_.dim + std::max<uint64_t>(cfg_.dim, q_dim) + 2 * q_dim + 2 * kv_dim + 2ull * cfg_.hidden_dim);
-  const uint64_t att = static_cast<uint64_t>(get_threads()) * (N * keys + cfg_.head_dim * keys);
-  return 4 * (fwd + att + N * cfg_.vocab_size) + 2 * static_cast<uint64_t>(ctx_) * cfg_.head_dim / 2 * 4;
+void LlamaModel::Activations::allocate(const ModelConfig& c, int batch, int ctx, int threads) {
+  const size_t n = static_cast<size_t>(batch);
+  const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
+  const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  x.assign(n * c.dim, 0.0f);
+  xb.assign(n * std::max<size_t>(c.dim, q_dim), 0.0f);
+  q.assign(n * q_dim, 0.0f);
+  k.assign(n * kv_dim, 0.0f);
+  v.assign(n * kv_dim, 0.0f);
+  att.assign(n * q_dim, 0.0f);
+  hb.assign(n * c.hidden_dim, 0.0f);
+  hb2.assign(n * c.hidden_dim, 0.0f);
+  scores.assign(static_cast<size_t>(threads) * n * static_cast<size_t>(ctx), 0.0f);
+  vt.assign(static_cast<size_t>(threads) * c.head_dim * static_cast<size_t>(ctx), 0.0f);
 }
 
-uint64_t LlamaModel::streaming_need(int n, int slots) const {
-  if (!streamer_) return 0;
-  return base_rss_ + streamer_->footprint().with_slots(slots) + kv_bytes() + scratch_bytes(n);
+BufferNeeds LlamaModel::buffer_needs(int ctx, int batch) const {
+  BufferNeeds b;
+  b.ctx = ctx;
+  b.batch = batch;
+  b.kv_bytes = 2ull * cfg_.n_layers * static_cast<uint64_t>(ctx) * cfg_.n_kv_heads * cfg_.head_dim *
+               dtype_size(opt_.kv_type);
+  const uint64_t rope = static_cast<uint64_t>(ctx) * static_cast<uint64_t>(cfg_.head_dim);  // cos + sin tables
+  const uint64_t logits = static_cast<uint64_t>(batch) * cfg_.vocab_size;  // the caller's, at most one row a token
+  b.activation_bytes = 4 * (Activations::floats(cfg_, batch, ctx, omp_get_max_threads()) + rope + logits);
+  return b;
 }
 
-void LlamaModel::check_budget(int n) const {
-  if (!streamer_) return;
-  const uint64_t need = streaming_need(n, LayerStreamer::kMinSlots);
-  if (need > opt_.mem_budget) {
-    const auto& f = streamer_->footprint();
-    auto mb = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
-    fail(src_->describe(),
-         "--mem-budget {:.0f} MiB is too small: it needs at least {:.0f} MiB = two weight slots (current + prefetch; "
-         "each the largest unit {:.1f} + its in-memory repacking {:.1f}) {:.1f} + embedding index {:.1f} + KV cache "
-         "for {} positions {:.1f} + activations for {} tokens {:.1f} + the process itself {:.1f} (MiB)",
-         mb(opt_.mem_budget), std::ceil(mb(need)), mb(f.unit_bytes), mb(f.slot_bytes - f.unit_bytes),
-         mb(2 * f.slot_bytes), mb(f.embedding), ctx_, mb(kv_bytes()), n, mb(scratch_bytes(n)), mb(base_rss_));
-  }
-  // A third slot, where the budget has room for it, lets reading overlap repacking.
-  const bool room = streaming_need(n, LayerStreamer::kMaxSlots) <= opt_.mem_budget;
-  streamer_->set_slots(room ? std::min(opt_.max_stream_slots, LayerStreamer::kMaxSlots) : LayerStreamer::kMinSlots);
-}
-
-void LlamaModel::reset(int ctx) {
+void LlamaModel::reset(int ctx, int max_batch) {
   if (ctx <= 0) throw Error(fmt::format("context length must be positive (got {})", ctx));
+  if (max_batch <= 0 || max_batch > ctx) max_batch = ctx;
+  weights_->reserve(buffer_needs(ctx, max_batch));
   const int64_t kv_dim = static_cast<int64_t>(cfg_.n_kv_heads) * cfg_.head_dim;
   ctx_ = ctx;
-  check_budget(1);
+  max_batch_ = max_batch;
+  threads_ = omp_get_max_threads();
+  act_.allocate(cfg_, max_batch_, ctx_, threads_);
   key_cache_.assign(static_cast<size_t>(cfg_.n_layers) * ctx * kv_dim * dtype_size(opt_.kv_type), std::byte{0});
   value_cache_.assign(key_cache_.size(), std::byte{0});
   // RoPE tables: pair i rotates by pos * theta^(-2i/head_dim).
@@ -136,6 +98,16 @@ void LlamaModel::reset(int ctx) {
   }
 }
 
+// A batch larger than the one reset() sized for, or more threads than then: size again (and let
+// the provider check its budget again).
+void LlamaModel::ensure_batch(int n) {
+  if (n <= max_batch_ && omp_get_max_threads() <= threads_) return;
+  max_batch_ = std::max(max_batch_, n);
+  threads_ = std::max(threads_, omp_get_max_threads());
+  weights_->reserve(buffer_needs(ctx_, max_batch_));
+  act_.allocate(cfg_, max_batch_, ctx_, threads_);
+}
+
 static inline float kv_load(const std::byte* row, int i, bool f16) {
   if (f16) {
     uint16_t h;
@@ -145,22 +117,6 @@ static inline float kv_load(const std::byte* row, int i, bool f16) {
   float v;
   std::memcpy(&v, row + 4 * i, 4);
   return v;
-}
-
-void LlamaModel::ensure_scratch(int n) {
-  if (n <= scratch_n_) return;
-  scratch_n_ = n;
-  const size_t N = static_cast<size_t>(n);
-  const size_t q_dim = static_cast<size_t>(cfg_.n_heads) * cfg_.head_dim;
-  const size_t kv_dim = static_cast<size_t>(cfg_.n_kv_heads) * cfg_.head_dim;
-  x_.resize(N * cfg_.dim);
-  xb_.resize(N * std::max<size_t>(cfg_.dim, q_dim));
-  q_.resize(N * q_dim);
-  k_.resize(N * kv_dim);
-  v_.resize(N * kv_dim);
-  att_out_.resize(N * q_dim);
-  hb_.resize(N * cfg_.hidden_dim);
-  hb2_.resize(N * cfg_.hidden_dim);
 }
 
 // Rotates pairs of one head vector `v` (head_dim) at position `pos`.
@@ -189,17 +145,20 @@ void LlamaModel::attention(int layer, int n, int pos) {
   const std::byte* kc = key_cache_.data() + layer_off;    // (ctx, kv_dim) of kv_type
   const std::byte* vc = value_cache_.data() + layer_off;  // (ctx, kv_dim) of kv_type
   const bool f16 = opt_.kv_type == DType::F16;
+  float* att = act_.att.data();
 #pragma omp parallel
   {
-    std::vector<float> S(static_cast<size_t>(n) * n_keys);   // (n, n_keys)
-    std::vector<float> Vt(static_cast<size_t>(hd) * n_keys); // (hd, n_keys): V_hᵀ
+    const size_t me = static_cast<size_t>(omp_get_thread_num());
+    float* S = act_.scores.data() + me * static_cast<size_t>(max_batch_) * ctx_;  // (n, n_keys)
+    float* Vt = act_.vt.data() + me * static_cast<size_t>(hd) * ctx_;             // (hd, n_keys): V_hᵀ
 #pragma omp for schedule(dynamic, 1)
     for (int h = 0; h < n_heads; ++h) {
       const int kvh = h / group;
       // S = q_h · K_hᵀ
-      kernels::gemm_nt(opt_.kv_type, q_.data() + h * hd, q_dim, n, kc + kvh * hd * es, kv_dim, 0, n_keys, hd, S.data(), n_keys);
+      kernels::gemm_nt(opt_.kv_type, act_.q.data() + h * hd, q_dim, n, kc + kvh * hd * es, kv_dim, 0, n_keys, hd, S,
+                       n_keys);
       for (int t = 0; t < n; ++t) {
-        float* row = S.data() + static_cast<size_t>(t) * n_keys;
+        float* row = S + static_cast<size_t>(t) * n_keys;
         const int last = pos + t;  // token t attends to positions 0..last
         float mx = -INFINITY;
         for (int j = 0; j <= last; ++j) mx = std::max(mx, row[j] * scale);
@@ -215,9 +174,9 @@ void LlamaModel::attention(int layer, int n, int pos) {
       if (n < 4) {
         // Few tokens (decoding): out_h[t] = Σ_j S[t, j] · V_h[j], without transposing V.
         for (int t = 0; t < n; ++t) {
-          float* out = att_out_.data() + static_cast<size_t>(t) * q_dim + h * hd;
+          float* out = att + static_cast<size_t>(t) * q_dim + h * hd;
           std::fill(out, out + hd, 0.0f);
-          const float* p = S.data() + static_cast<size_t>(t) * n_keys;
+          const float* p = S + static_cast<size_t>(t) * n_keys;
           for (int j = 0; j <= pos + t; ++j) {
             const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;
             for (int i = 0; i < hd; ++i) out[i] += p[j] * kv_load(vrow, i, f16);
@@ -230,7 +189,7 @@ void LlamaModel::attention(int layer, int n, int pos) {
         for (int i = 0; i < hd; ++i) Vt[static_cast<size_t>(i) * n_keys + j] = kv_load(vrow, i, f16);
       }
       // out_h = S · V_h = S · (V_hᵀ)ᵀ
-      kernels::gemm_nt(DType::F32, S.data(), n_keys, n, Vt.data(), n_keys, 0, hd, n_keys, att_out_.data() + h * hd, q_dim);
+      kernels::gemm_nt(DType::F32, S, n_keys, n, Vt, n_keys, 0, hd, n_keys, att + h * hd, q_dim);
     }
   }
 }
@@ -240,15 +199,71 @@ void LlamaModel::store_kv(int l, int n, int pos) {
   const size_t kv_dim = static_cast<size_t>(cfg_.n_kv_heads) * cfg_.head_dim, count = static_cast<size_t>(n) * kv_dim;
   const size_t off = (static_cast<size_t>(l) * ctx_ + pos) * kv_dim * dtype_size(opt_.kv_type);
   if (opt_.kv_type == DType::F32) {
-    std::memcpy(key_cache_.data() + off, k_.data(), count * 4);
-    std::memcpy(value_cache_.data() + off, v_.data(), count * 4);
+    std::memcpy(key_cache_.data() + off, act_.k.data(), count * 4);
+    std::memcpy(value_cache_.data() + off, act_.v.data(), count * 4);
     return;
   }
   for (size_t i = 0; i < count; ++i) {
-    const uint16_t hk = f32_to_f16(k_[i]), hv = f32_to_f16(v_[i]);
+    const uint16_t hk = f32_to_f16(act_.k[i]), hv = f32_to_f16(act_.v[i]);
     std::memcpy(key_cache_.data() + off + 2 * i, &hk, 2);
     std::memcpy(value_cache_.data() + off + 2 * i, &hv, 2);
   }
+}
+
+void LlamaModel::embed(const int* tokens, int n, float* x) {
+  for (int t = 0; t < n; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= cfg_.vocab_size)
+      throw Error(fmt::format("token id {} outside the vocabulary of {}", tokens[t], cfg_.vocab_size));
+    weights_->embedding_row(tokens[t], x + static_cast<size_t>(t) * cfg_.dim);
+  }
+  weights_->embedding_done();
+}
+
+// One transformer block on x: (n, dim) at positions pos..pos+n-1.
+void LlamaModel::forward_layer(int l, float* x, int n, int pos) {
+  if (ctx_ == 0 || pos < 0 || pos + n > ctx_)
+    throw Error(fmt::format("positions {}..{} exceed the context of {} tokens", pos, pos + n - 1, ctx_));
+  ensure_batch(n);
+  const int dim = cfg_.dim, hd = cfg_.head_dim, half = hd / 2;
+  const int q_dim = cfg_.n_heads * hd, kv_dim = cfg_.n_kv_heads * hd, hidden = cfg_.hidden_dim;
+  float *xb = act_.xb.data(), *q = act_.q.data(), *k = act_.k.data(), *v = act_.v.data();
+  float *hb = act_.hb.data(), *hb2 = act_.hb2.data();
+  const LayerWeights& L = weights_->layer(l);
+  // ---- attention block ----
+  rmsnorm(xb, x, L.attn_norm.data(), n, dim, cfg_.norm_eps);  // xb: (n, dim)
+  L.wq->forward(xb, n, q);                                    // q: (n, q_dim)
+  L.wk->forward(xb, n, k);                                    // k: (n, kv_dim)
+  L.wv->forward(xb, n, v);                                    // v: (n, kv_dim)
+  for (int t = 0; t < n; ++t) {
+    const float* cs = rope_cos_.data() + static_cast<size_t>(pos + t) * half;
+    const float* sn = rope_sin_.data() + static_cast<size_t>(pos + t) * half;
+    for (int h = 0; h < cfg_.n_heads; ++h)
+      rope_rotate(q + static_cast<size_t>(t) * q_dim + h * hd, hd, cfg_.rope_interleaved, cs, sn);
+    for (int h = 0; h < cfg_.n_kv_heads; ++h)
+      rope_rotate(k + static_cast<size_t>(t) * kv_dim + h * hd, hd, cfg_.rope_interleaved, cs, sn);
+  }
+  store_kv(l, n, pos);                                        // cache[l][pos..pos+n) = k, v
+  attention(l, n, pos);                                       // att: (n, q_dim)
+  L.wo->forward(act_.att.data(), n, xb);                      // xb: (n, dim)
+  for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb[i];
+
+  // ---- SwiGLU MLP block ----
+  rmsnorm(xb, x, L.ffn_norm.data(), n, dim, cfg_.norm_eps);   // xb: (n, dim)
+  L.gate->forward(xb, n, hb);                                 // hb: (n, hidden)
+  L.up->forward(xb, n, hb2);                                  // hb2: (n, hidden)
+  for (size_t i = 0; i < static_cast<size_t>(n) * hidden; ++i) {
+    const float g = hb[i];
+    hb[i] = g / (1.0f + std::exp(-g)) * hb2[i];               // silu(gate) * up
+  }
+  L.down->forward(hb, n, xb);                                 // xb: (n, dim)
+  for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x[i] += xb[i];
+  if (on_layer) on_layer(l, x, n);
+}
+
+void LlamaModel::head(const float* x, int n, float* logits) {
+  ensure_batch(n);
+  rmsnorm(act_.xb.data(), x, weights_->final_norm().data(), n, cfg_.dim, cfg_.norm_eps);  // xb: (n, dim)
+  weights_->head().forward(act_.xb.data(), n, logits);                                  // logits: (n, vocab)
 }
 
 void LlamaModel::forward(const int* tokens, int n, int pos, float* logits, int logits_from) {
@@ -256,78 +271,13 @@ void LlamaModel::forward(const int* tokens, int n, int pos, float* logits, int l
   if (logits_from < 0 || logits_from > n) throw Error(fmt::format("logits_from {} outside 0..{}", logits_from, n));
   if (ctx_ == 0 || pos < 0 || pos + n > ctx_)
     throw Error(fmt::format("positions {}..{} exceed the context of {} tokens", pos, pos + n - 1, ctx_));
-  check_budget(n);
-  ensure_scratch(n);
-  const int dim = cfg_.dim, hd = cfg_.head_dim, half = hd / 2;
-  const int q_dim = cfg_.n_heads * hd, kv_dim = cfg_.n_kv_heads * hd, hidden = cfg_.hidden_dim;
-
-  // x: (n, dim) = embedding rows of the tokens
-  for (int t = 0; t < n; ++t) {
-    if (tokens[t] < 0 || tokens[t] >= cfg_.vocab_size)
-      throw Error(fmt::format("token id {} outside the vocabulary of {}", tokens[t], cfg_.vocab_size));
-    if (streamer_) streamer_->embedding_row(tokens[t], x_.data() + static_cast<size_t>(t) * dim);
-    else embed_->row(tokens[t], x_.data() + static_cast<size_t>(t) * dim);
-  }
-  if (streamer_) streamer_->drop_embedding_pages();
-
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    const LayerWeights& L = streamer_ ? streamer_->layer(l) : layers_[l];
-    // ---- attention block ----
-    rmsnorm(xb_.data(), x_.data(), L.attn_norm.data(), n, dim, cfg_.norm_eps);  // xb: (n, dim)
-    L.wq->forward(xb_.data(), n, q_.data());                                   // q: (n, q_dim)
-    L.wk->forward(xb_.data(), n, k_.data());                                   // k: (n, kv_dim)
-    L.wv->forward(xb_.data(), n, v_.data());                                   // v: (n, kv_dim)
-    for (int t = 0; t < n; ++t) {
-      const float* cs = rope_cos_.data() + static_cast<size_t>(pos + t) * half;
-      const float* sn = rope_sin_.data() + static_cast<size_t>(pos + t) * half;
-      for (int h = 0; h < cfg_.n_heads; ++h)
-        rope_rotate(q_.data() + static_cast<size_t>(t) * q_dim + h * hd, hd, cfg_.rope_interleaved, cs, sn);
-      for (int h = 0; h < cfg_.n_kv_heads; ++h)
-        rope_rotate(k_.data() + static_cast<size_t>(t) * kv_dim + h * hd, hd, cfg_.rope_interleaved, cs, sn);
-    }
-    // cache[l][pos..pos+n) = k, v
-    store_kv(l, n, pos);
-    attention(l, n, pos);                                                      // att_out: (n, q_dim)
-    L.wo->forward(att_out_.data(), n, xb_.data());                             // xb: (n, dim)
-    for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
-
-    // ---- SwiGLU MLP block ----
-    rmsnorm(xb_.data(), x_.data(), L.ffn_norm.data(), n, dim, cfg_.norm_eps);  // xb: (n, dim)
-    L.gate->forward(xb_.data(), n, hb_.data());                                // hb: (n, hidden)
-    L.up->forward(xb_.data(), n, hb2_.data());                                 // hb2: (n, hidden)
-    for (size_t i = 0; i < static_cast<size_t>(n) * hidden; ++i) {
-      const float g = hb_[i];
-      hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];                            // silu(gate) * up
-    }
-    L.down->forward(hb_.data(), n, xb_.data());                                // xb: (n, dim)
-    for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
-    if (on_layer) on_layer(l, x_.data(), n);
-  }
-
+  ensure_batch(n);
+  float* x = act_.x.data();
+  embed(tokens, n, x);                                                 // x: (n, dim)
+  for (int l = 0; l < cfg_.n_layers; ++l) forward_layer(l, x, n, pos);  // x: (n, dim)
   // ---- classifier, for tokens logits_from..n-1 ----
   const int m = n - logits_from;
-  if (m <= 0) return;
-  const float* xs = x_.data() + static_cast<size_t>(logits_from) * dim;
-  rmsnorm(xb_.data(), xs, final_norm_.data(), m, dim, cfg_.norm_eps);        // xb: (m, dim)
-  const Linear& head = streamer_ ? streamer_->head() : *output_ptr_;
-  head.forward(xb_.data(), m, logits);                                       // logits: (m, vocab)
-}
-
-uint64_t LlamaModel::weight_bytes_per_token() const {
-  if (streamer_) return streamer_->bytes_per_token();
-  uint64_t b = embed_->weight_bytes() / std::max<int64_t>(1, embed_->rows());  // one row
-  for (const auto& L : layers_) {
-    for (const Linear* m : {L.wq.get(), L.wk.get(), L.wv.get(), L.wo.get(), L.gate.get(), L.up.get(), L.down.get()})
-      b += m->weight_bytes();
-    b += (L.attn_norm.size() + L.ffn_norm.size()) * sizeof(float);
-  }
-  return b + output_ptr_->weight_bytes() + final_norm_.size() * sizeof(float);
-}
-
-uint64_t LlamaModel::n_params() const {
-  uint64_t p = 0;
-  for (const auto& t : src_->tensors()) p += static_cast<uint64_t>(t.numel());
-  return p;
+  if (m > 0) head(x + static_cast<size_t>(logits_from) * cfg_.dim, m, logits);  // logits: (m, vocab)
 }
 
 }  // namespace lsb

@@ -5,7 +5,7 @@
 
 #include <fmt/ranges.h>
 
-#include "lsb/error.h"
+#include "base/error.h"
 
 namespace lsb {
 

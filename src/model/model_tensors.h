@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "lsb/config.h"
-#include "lsb/tensor_source.h"
+#include "base/config.h"
+#include "io/tensor_source.h"
 
 namespace lsb {
 

@@ -2,8 +2,8 @@
 #include "model/tokenizer.h"
 
 #include "io/mmap_file.h"
-#include "lsb/error.h"
-#include "model/tokenizer_impl.h"
+#include "base/error.h"
+#include "detail/tokenizer_impl.h"
 
 namespace lsb {
 
@@ -20,9 +20,9 @@ TokenizerBlob read_tokenizer_file(const std::string& path) {
 
   // A llama2.c tokenizer must parse exactly to the end of the file with sane lengths; a protobuf
   // read that way fails at once (its first 4 bytes give an absurd max_token_length).
-  detail::Llama2cVocab vocab;
+  Llama2cVocab vocab;
   std::string why_llama2c;
-  if (detail::parse_llama2c(blob.bytes, vocab, why_llama2c)) {
+  if (parse_llama2c_vocab(blob.bytes, vocab, why_llama2c)) {
     blob.kind = TokenizerBlob::Kind::Llama2c;
     return blob;
   }

@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-#include "lsb/tensor_source.h"
+#include "io/tensor_source.h"
 
 namespace lsb {
 

@@ -7,24 +7,13 @@
 #include <queue>
 #include <unordered_map>
 
-#include "lsb/error.h"
-#include "model/tokenizer_impl.h"
+#include "base/error.h"
+#include "base/le.h"
+#include "detail/tokenizer_impl.h"
 
 namespace lsb::detail {
 
 namespace {
-
-uint32_t load_le32(const char* p) {
-  const auto* u = reinterpret_cast<const unsigned char*>(p);
-  return uint32_t(u[0]) | uint32_t(u[1]) << 8 | uint32_t(u[2]) << 16 | uint32_t(u[3]) << 24;
-}
-int32_t load_i32(const char* p) { return static_cast<int32_t>(load_le32(p)); }
-float load_f32(const char* p) {
-  uint32_t bits = load_le32(p);
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
 
 // "<0xXX>" -> XX; -1 for any other piece. run.c decodes these pieces into the raw byte.
 int byte_piece_value(const std::string& piece) {
@@ -194,57 +183,10 @@ class Llama2cTokenizer final : public Tokenizer {
 
 }  // namespace
 
-bool parse_llama2c(std::string_view bytes, Llama2cVocab& out, std::string& why) {
-  out = {};
-  const size_t size = bytes.size();
-  if (size < 4) {
-    why = fmt::format("file of {} bytes is too short for the max_token_length header", size);
-    return false;
-  }
-  const int32_t max_len = load_i32(bytes.data());
-  if (max_len < 1 || max_len > kLlama2cMaxTokenLength) {
-    why = fmt::format("max_token_length {} is not in [1, {}]", max_len, kLlama2cMaxTokenLength);
-    return false;
-  }
-  out.max_token_length = max_len;
-  size_t off = 4;
-  while (off < size) {
-    const size_t index = out.pieces.size();
-    if (size - off < 8) {
-      why = fmt::format("token {} at offset {}: {} bytes left, less than the 8 of score and length", index, off, size - off);
-      return false;
-    }
-    const float score = load_f32(bytes.data() + off);
-    const int32_t len = load_i32(bytes.data() + off + 4);
-    off += 8;
-    if (len < 0 || len > max_len) {
-      why = fmt::format("token {}: length {} is not in [0, max_token_length {}]", index, len, max_len);
-      return false;
-    }
-    if (size_t(len) > size - off) {
-      why = fmt::format("token {}: length {} runs past the end of the file ({} bytes left)", index, len, size - off);
-      return false;
-    }
-    if (!std::isfinite(score)) {
-      why = fmt::format("token {}: score is not finite", index);
-      return false;
-    }
-    out.pieces.emplace_back(bytes.substr(off, size_t(len)));
-    out.scores.push_back(score);
-    off += size_t(len);
-  }
-  // BOS 1 and EOS 2 must exist.
-  if (out.pieces.size() < 3) {
-    why = fmt::format("only {} tokens, fewer than <unk>, <s>, </s>", out.pieces.size());
-    return false;
-  }
-  return true;
-}
-
 std::unique_ptr<Tokenizer> make_llama2c_tokenizer(std::string_view bytes, const std::string& origin) {
   Llama2cVocab vocab;
   std::string why;
-  if (!parse_llama2c(bytes, vocab, why)) fail(origin, "not a valid llama2.c tokenizer: {}", why);
+  if (!parse_llama2c_vocab(bytes, vocab, why)) fail(origin, "not a valid llama2.c tokenizer: {}", why);
   return std::make_unique<Llama2cTokenizer>(std::move(vocab), origin);
 }
 

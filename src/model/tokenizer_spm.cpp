@@ -8,8 +8,8 @@
 // and spaces. For complete, valid text both give the same string (tests check this).
 #include <sentencepiece_processor.h>
 
-#include "lsb/error.h"
-#include "model/tokenizer_impl.h"
+#include "base/error.h"
+#include "detail/tokenizer_impl.h"
 
 namespace lsb::detail {
 

@@ -1,135 +1,107 @@
-// Traits table of the quantization schemes and the blob section arithmetic shared by the
-// quantizers, PackedView and the kernels.
+// The table of schemes and the generic entry points that dispatch through it.
 #include "quant/scheme.h"
 
-#include <algorithm>
 #include <array>
-#include <cmath>
-#include <limits>
+#include <cctype>
 
-#include "lsb/error.h"
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/json_fields.h"
 
 namespace lsb::quant {
+
+// One row per scheme, defined in the scheme's own file.
+extern const SchemeOps kF32Ops, kF16Ops, kBF16Ops, kQ8Ops, kLsb1Ops, kPaperOps;
+
 namespace {
 
-constexpr std::array<SchemeTraits, 6> kSchemes = {{
-    {DType::F32, "f32", false, false, "dense float32 (no loss)"},
-    {DType::F16, "f16", false, false, "dense float16, round to nearest even"},
-    {DType::BF16, "bf16", false, false, "dense bfloat16, round to nearest even"},
-    {DType::Q8, "q8", false, false, "int8 with one f32 scale per row (max|w| / 127)"},
-    {DType::LSB1, "lsb1", true, true,
-     "sign bit x fp16 scale per group of G + top-alpha fp16 outliers per row"},
-    {DType::PAPER, "paper", true, true,
-     "seed method: per-tensor quantile outliers, sign bits around mu, scale sigma"},
-}};
+constexpr std::array<const SchemeOps*, 6> kSchemes = {&kF32Ops, &kF16Ops, &kBF16Ops, &kQ8Ops, &kLsb1Ops, &kPaperOps};
 
-// a*b (+c) on uint64 with overflow reported as an error naming the caller.
-uint64_t mul_checked(uint64_t a, uint64_t b, const std::string& where) {
-  uint64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) fail(where, "blob size overflows ({} x {})", a, b);
-  return r;
-}
-uint64_t add_checked(uint64_t a, uint64_t b, const std::string& where) {
-  uint64_t r;
-  if (__builtin_add_overflow(a, b, &r)) fail(where, "blob size overflows ({} + {})", a, b);
-  // align_section adds up to 63 more; keep headroom so it cannot wrap.
-  if (r > std::numeric_limits<uint64_t>::max() - kSectionAlign) fail(where, "blob size overflows");
-  return r;
+bool same_name(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  return true;
 }
 
 }  // namespace
 
-std::span<const SchemeTraits> all_schemes() { return kSchemes; }
-
-const SchemeTraits& traits(DType t) {
-  for (const auto& s : kSchemes)
-    if (s.dtype == t) return s;
-  fail("quant", "no scheme for dtype code {}", static_cast<int>(t));
+SchemeOptions SchemeOptions::parse(std::string_view text, const std::string& where) {
+  SchemeOptions o;
+  if (text.empty()) return o;
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) fail(where, "scheme parameters '{}' are not a JSON object", text);
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    if (k == "group") o.group_size = get_int(j, "group", where);
+    else if (k == "alpha") o.outlier_ratio = to_float_checked(get_number(j, "alpha", where), "alpha", where);
+    else if (k == "mean") o.use_mean = get_bool(j, "mean", where);
+    else fail(where, "unknown scheme parameter '{}'", k);
+  }
+  return o;
 }
 
-const SchemeTraits* find_scheme(std::string_view name) {
-  for (const auto& s : kSchemes) {
-    if (s.name.size() != name.size()) continue;
-    bool same = true;
-    for (size_t i = 0; i < name.size(); ++i) {
-      char c = name[i];
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-      if (c != s.name[i]) same = false;
-    }
-    if (same) return &s;
-  }
+std::span<const SchemeOps* const> all_schemes() { return kSchemes; }
+
+const SchemeOps* find_scheme(DType t) {
+  for (const SchemeOps* s : kSchemes)
+    if (s->id == t) return s;
   return nullptr;
 }
 
-int64_t lsb1_outliers_per_row(int64_t cols, float alpha) {
-  // round-half-away of the exact double product: alpha is stored as a float, so 0.02f * 25
-  // is 0.49999999 -> 0; documented in docs/QUANT.md.
-  double k = std::round(static_cast<double>(alpha) * static_cast<double>(cols));
-  if (!(k > 0)) return 0;
-  if (k >= static_cast<double>(cols)) return cols;
-  return static_cast<int64_t>(k);
+const SchemeOps* find_scheme(std::string_view name) {
+  for (const SchemeOps* s : kSchemes)
+    if (same_name(s->name, name)) return s;
+  return nullptr;
 }
 
-BlobLayout blob_layout(DType t, int64_t rows, int64_t cols, const SchemeParams& p,
-                       const std::string& where) {
-  if (rows < 0 || cols < 0) fail(where, "negative matrix shape {} x {}", rows, cols);
-  BlobLayout L;
-  const uint64_t r = static_cast<uint64_t>(rows), c = static_cast<uint64_t>(cols);
-  switch (t) {
-    case DType::F32:
-    case DType::F16:
-    case DType::BF16:
-      L.gaps = mul_checked(mul_checked(r, c, where), t == DType::F32 ? 4 : 2, where);
-      return L;
-    case DType::Q8:
-    case DType::LSB1:
-    case DType::PAPER:
-      break;
-    default:
-      fail(where, "unknown dtype code {}", static_cast<int>(t));
-  }
-  if (rows < 1 || cols < 1) fail(where, "{} needs a non-empty matrix, got {} x {}", traits(t).name, rows, cols);
-  if (cols > std::numeric_limits<int32_t>::max())
-    fail(where, "{} columns exceed {} (column indices are 32-bit)", cols, std::numeric_limits<int32_t>::max());
-  const uint64_t n = mul_checked(r, c, where);
-  if (t == DType::Q8) {
-    L.q8 = align_section(add_checked(0, mul_checked(r, 4, where), where));
-    L.gaps = add_checked(L.q8, n, where);
-    return L;
-  }
-  if (!std::isfinite(p.outlier_ratio) || p.outlier_ratio < 0.0f || p.outlier_ratio > 1.0f)
-    fail(where, "outlier ratio {} outside [0, 1]", p.outlier_ratio);
-  L.words = (cols + 63) / 64;
-  const uint64_t sign_bytes = mul_checked(mul_checked(r, static_cast<uint64_t>(L.words), where), 8, where);
-  uint64_t off = 0;
-  if (t == DType::PAPER) {
-    L.header = 0;
-    off = kSectionAlign;  // 16-byte header, padded to the section alignment
-  } else {
-    if (p.group_size < 0) fail(where, "group size {} is negative", p.group_size);
-    L.group = p.group_size == 0 ? cols : std::min<int64_t>(p.group_size, cols);
-    L.ngroups = (cols + L.group - 1) / L.group;
-  }
-  L.signs = off;
-  off = align_section(add_checked(off, sign_bytes, where));
-  if (t == DType::LSB1) {
-    const uint64_t scale_bytes =
-        mul_checked(mul_checked(r, static_cast<uint64_t>(L.ngroups), where), 2, where);
-    L.scales = off;
-    off = align_section(add_checked(off, scale_bytes, where));
-    if (p.use_mean) {
-      L.means = off;
-      off = align_section(add_checked(off, scale_bytes, where));
-    }
-  }
-  L.counts = off;
-  off = align_section(add_checked(off, mul_checked(r, 2, where), where));
-  L.gaps = off;
-  return L;
+const SchemeOps& scheme(DType t) {
+  if (const SchemeOps* s = find_scheme(t)) return *s;
+  fail("quant", "no scheme has dtype code {}", static_cast<int>(t));
 }
 
-uint64_t fixed_blob_bytes(DType t, int64_t rows, int64_t cols, const SchemeParams& p) {
-  return blob_layout(t, rows, cols, p, "fixed_blob_bytes").gaps;
+std::string_view scheme_name(DType t) {
+  const SchemeOps* s = find_scheme(t);
+  return s ? s->name : dtype_name(t);
+}
+
+std::string scheme_names() {
+  std::string names;
+  for (const SchemeOps* s : kSchemes) names += (names.empty() ? "" : ", ") + std::string(s->name);
+  return names;
+}
+
+std::string make_params(DType t, const SchemeOptions& options, const std::string& where) {
+  return scheme(t).make_params(options, where);
+}
+
+void check_params(DType t, std::string_view text, const std::string& where) {
+  const std::string canonical = scheme(t).make_params(SchemeOptions::parse(text, where), where);
+  if (canonical != text)
+    fail(where, "{} parameters '{}' are not in canonical form ('{}')", scheme(t).name, text, canonical);
+}
+
+std::vector<std::byte> quantize(DType t, const QuantizeArgs& a) { return scheme(t).quantize(a); }
+
+std::vector<std::byte> quantize_reference(DType t, const QuantizeArgs& a) { return scheme(t).quantize_ref(a); }
+
+std::unique_ptr<BlobView> open_blob(DType t, std::span<const std::byte> blob, int64_t rows, int64_t cols,
+                                    std::string_view params, const OpenArgs& args) {
+  return scheme(t).open(blob, rows, cols, params, args);
+}
+
+void dequantize(DType t, std::span<const std::byte> blob, int64_t rows, int64_t cols, std::string_view params,
+                float* out) {
+  const std::unique_ptr<BlobView> v = open_blob(t, blob, rows, cols, params, {.where = "dequantize"});
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) v->dequantize_row(r, out + r * cols);
+}
+
+std::vector<float> tensor_to_float(const TensorInfo& t, std::span<const std::byte> data) {
+  std::vector<float> w(static_cast<size_t>(t.numel()));
+  if (!w.empty()) dequantize(t.dtype, data, t.rows(), t.cols(), t.params, w.data());
+  return w;
 }
 
 }  // namespace lsb::quant

@@ -13,33 +13,26 @@
 
 #include <xxhash.h>
 
+#include "base/align.h"
+#include "base/error.h"
+#include "base/sysinfo.h"
 #include "kernels/dense.h"
-#include "kernels/packed_linear.h"
-#include "lsb/error.h"
 
 namespace lsb {
 namespace {
 
-constexpr uint64_t kPage = 4096;     // O_DIRECT alignment of offsets, lengths and buffers
-constexpr uint64_t kAllocSlack = 64;  // alignment an arena allocation may waste
+constexpr uint64_t kPage = 4096;  // O_DIRECT alignment of offsets, lengths and buffers
 
-uint64_t align_down(uint64_t x, uint64_t a) { return x / a * a; }
-uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
-
-// Bytes a sign-matrix Linear allocates at load (see kernels::SignLinear): per-row offsets,
-// outlier columns and corrections (with the kernels' padding), float scales and zero points.
-uint64_t sign_arena_bytes(const TensorInfo& t, uint64_t outliers) {
-  const uint64_t rows = static_cast<uint64_t>(t.rows());
-  const uint64_t col_bytes = t.cols() <= 65536 ? 2 : 4;
-  const uint64_t padded = outliers + static_cast<uint64_t>(kernels::kOutlierPad);
-  uint64_t ngroups = 1;
-  if (t.dtype == DType::LSB1) {
-    const quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
-    ngroups = static_cast<uint64_t>(quant::blob_layout(t.dtype, t.rows(), t.cols(), p).ngroups);
+// Counts what a parse allocates (the embedding's row index), so the budget uses the real figure.
+struct CountingResource final : std::pmr::memory_resource {
+  uint64_t bytes = 0;
+  void* do_allocate(size_t n, size_t align) override {
+    bytes += n;
+    return std::pmr::new_delete_resource()->allocate(n, align);
   }
-  return 2 * ((rows + 1) * 8 + kAllocSlack) + padded * (col_bytes + 4) + 2 * kAllocSlack +
-         2 * (rows * ngroups * 4 + kAllocSlack);
-}
+  void do_deallocate(void* p, size_t n, size_t align) override { std::pmr::new_delete_resource()->deallocate(p, n, align); }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
+};
 
 }  // namespace
 
@@ -52,9 +45,9 @@ void LayerStreamer::OverflowResource::do_deallocate(void* p, size_t n, size_t al
   ::operator delete(p, n, std::align_val_t(align));
 }
 
-LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const ModelConfig& cfg,
-                             bool drop_page_cache)
-    : reader_(std::move(reader)), cfg_(cfg), drop_page_cache_(drop_page_cache) {
+LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const StreamOptions& opt)
+    : reader_(std::move(reader)), cfg_(reader_->config()), opt_(opt) {
+  base_rss_ = current_rss_bytes();
   const auto& tensors = reader_->tensors();
   const auto& entries = reader_->entries();
   verified_.assign(tensors.size(), 0);
@@ -63,23 +56,21 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
     fail(where, "file lists {} layer regions for {} layers", reader_->layers().size(), cfg_.n_layers);
   fd_ = ::open(where.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) fail(where, "cannot open: {}", std::strerror(errno));
+  const TensorInfo& norm = reader_->get("model.norm.weight");
+  final_norm_ = load_vector(norm, reader_->data(norm), cfg_.dim, where);
 
-  // Exact outlier count of a sign-matrix tensor: the sum of its per-row counts section.
-  auto outliers_of = [&](size_t i) -> uint64_t {
+  // What each tensor's Linear will build in its slot's arena: the Linear says, reading what it
+  // needs of the blob (e.g. the outlier counts) from the file.
+  auto arena_of = [&](size_t i) -> uint64_t {
     const TensorInfo& t = tensors[i];
-    if (t.dtype != DType::LSB1 && t.dtype != DType::PAPER) return 0;
-    const quant::SchemeParams p{t.outlier_ratio, t.group_size, t.use_mean};
-    const quant::BlobLayout L = quant::blob_layout(t.dtype, t.rows(), t.cols(), p, where);
-    const uint64_t n = static_cast<uint64_t>(t.rows());
-    if (L.counts > entries[i].data_size || n * 2 > entries[i].data_size - L.counts)
-      fail(where, "tensor '{}': blob of {} bytes is too short for its outlier counts", t.name, entries[i].data_size);
-    std::vector<uint16_t> counts(n);
-    const auto want = static_cast<ssize_t>(n * 2);
-    if (::pread(fd_, counts.data(), n * 2, static_cast<off_t>(entries[i].data_offset + L.counts)) != want)
-      fail(where, "cannot read the outlier counts of tensor '{}'", t.name);
-    uint64_t total = 0;
-    for (uint16_t c : counts) total += c;
-    return total;
+    if (t.shape.size() != 2) return 0;
+    const BlobPeek peek = [&](uint64_t off, uint64_t len, void* out) {
+      if (off > entries[i].data_size || len > entries[i].data_size - off)
+        fail(where, "tensor '{}': blob of {} bytes is too short for [{}, +{})", t.name, entries[i].data_size, off, len);
+      if (::pread(fd_, out, len, static_cast<off_t>(entries[i].data_offset + off)) != static_cast<ssize_t>(len))
+        fail(where, "cannot read tensor '{}' at offset {}", t.name, entries[i].data_offset + off);
+    };
+    return linear_arena_bytes(t, peek, where);
   };
 
   // Units 0..n_layers-1: layers; unit n_layers: the output head.
@@ -99,8 +90,7 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
     }
     if (u) {
       u->tensors.push_back(i);
-      if (tensors[i].shape.size() == 2 && !dtype_is_dense(tensors[i].dtype) && tensors[i].dtype != DType::Q8)
-        u->arena_bytes += sign_arena_bytes(tensors[i], outliers_of(i));
+      u->arena_bytes += arena_of(i);
     }
     if (tensors[i].name == "model.embed_tokens.weight") embed_ = &tensors[i];
   }
@@ -117,7 +107,7 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
   // row buffer.
   footprint_.slot_bytes += 2ull * static_cast<uint64_t>(cfg_.dim) * 4 + (256u << 10);
 
-  if (drop_page_cache_) {
+  if (opt_.drop_page_cache) {
     // Reads that bypass the page cache: every unit really comes from the disk, and no copy is
     // made through the cache. Filesystems without O_DIRECT (tmpfs) fall back to pread+fadvise.
     fd_direct_ = std::getenv("LSB_NO_DIRECT") ? -1 : ::open(where.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
@@ -135,14 +125,12 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
   map_ = std::make_unique<MappedFile>(where);
   const size_t ei = static_cast<size_t>(embed_ - tensors.data());
   embed_bytes_ = map_->range(entries[ei].data_offset, entries[ei].data_size, "embedding");
-  if (!dtype_is_dense(embed_->dtype)) {
-    const quant::SchemeParams p{embed_->outlier_ratio, embed_->group_size, embed_->use_mean};
-    embed_view_ = quant::PackedView::parse(embed_->dtype, embed_bytes_, embed_->rows(), embed_->cols(), p,
-                                           where + ": tensor '" + embed_->name + "'");
-  }
-  footprint_.embedding = (embed_view_.row_gap_start.size() + embed_view_.row_value_start.size()) * 8 +
-                         (64u << 10);  // + pages of the rows in use
-  drop_embedding_pages();
+  CountingResource counted;
+  if (!dtype_is_dense(embed_->dtype))
+    embed_view_ = quant::open_blob(embed_->dtype, embed_bytes_, embed_->rows(), embed_->cols(), embed_->params,
+                                   {.where = where + ": tensor '" + embed_->name + "'", .mr = &counted});
+  footprint_.embedding = counted.bytes + (64u << 10);  // + pages of the rows in use
+  embedding_done();
 
   reader_thread_ = std::thread([this] { reader_loop(); });
   builder_thread_ = std::thread([this] { builder_loop(); });
@@ -166,11 +154,11 @@ LayerStreamer::~LayerStreamer() {
 }
 
 void LayerStreamer::embedding_row(int token, float* out) {
-  if (dtype_is_dense(embed_->dtype)) kernels::rows_to_f32(embed_->dtype, embed_bytes_.data(), embed_->cols(), token, token + 1, out);
-  else embed_view_.dequantize_row(token, out);
+  if (embed_view_) embed_view_->dequantize_row(token, out);
+  else kernels::rows_to_f32(embed_->dtype, embed_bytes_.data(), embed_->cols(), token, token + 1, out);
 }
 
-void LayerStreamer::drop_embedding_pages() {
+void LayerStreamer::embedding_done() {
   // The map is read-only and private: dropping pages only forgets them (they are re-read on demand).
   const long page = sysconf(_SC_PAGESIZE);
   auto base = reinterpret_cast<uintptr_t>(embed_bytes_.data());
@@ -209,7 +197,7 @@ void LayerStreamer::read_unit(Slot& s, int unit) {
     done += static_cast<uint64_t>(n);
   }
   bytes_read_ += done - (from - start);
-  if (!direct && drop_page_cache_)
+  if (!direct && opt_.drop_page_cache)
     ::posix_fadvise(fd_, static_cast<off_t>(u.offset), static_cast<off_t>(u.size), POSIX_FADV_DONTNEED);
   s.bytes = std::span<const std::byte>(s.storage + (u.offset - start), u.size);
 }
@@ -409,6 +397,28 @@ uint64_t LayerStreamer::bytes_per_token() const {
 }
 
 const LayerWeights& LayerStreamer::layer(int l) { return acquire(l).layer; }
+
+uint64_t LayerStreamer::resident_need(const BufferNeeds& needs, int slots) const {
+  return base_rss_ + footprint_.with_slots(slots) + needs.kv_bytes + needs.activation_bytes;
+}
+
+void LayerStreamer::reserve(const BufferNeeds& needs) {
+  const uint64_t need = resident_need(needs, kMinSlots);
+  if (need > opt_.mem_budget) {
+    const auto& f = footprint_;
+    auto mb = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+    fail(reader_->describe(),
+         "--mem-budget {:.0f} MiB is too small: it needs at least {:.0f} MiB = two weight slots (current + prefetch; "
+         "each the largest unit {:.1f} + its in-memory repacking {:.1f}) {:.1f} + embedding index {:.1f} + KV cache "
+         "for {} positions {:.1f} + activations for {} tokens {:.1f} + the process itself {:.1f} (MiB)",
+         mb(opt_.mem_budget), std::ceil(mb(need)), mb(f.unit_bytes), mb(f.slot_bytes - f.unit_bytes),
+         mb(2 * f.slot_bytes), mb(f.embedding), needs.ctx, mb(needs.kv_bytes), needs.batch, mb(needs.activation_bytes),
+         mb(base_rss_));
+  }
+  // A third slot, where the budget has room for it, lets reading overlap repacking.
+  const bool room = resident_need(needs, kMaxSlots) <= opt_.mem_budget;
+  set_slots(room ? std::min(opt_.max_slots, kMaxSlots) : kMinSlots);
+}
 
 const Linear& LayerStreamer::head() { return *acquire(cfg_.n_layers).head; }
 

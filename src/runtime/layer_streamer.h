@@ -14,8 +14,8 @@
 // next unit run one after the other while the current unit computes.
 //
 // Embedding rows are read on demand from a memory map whose pages are dropped after each use.
-// Everything resident is accounted for before the first token, and a budget that cannot hold it
-// is refused with the minimum it would need.
+// Everything resident is accounted for when the model sizes its buffers (reserve()), and a
+// budget that cannot hold it is refused with the minimum it would need.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -31,7 +31,7 @@
 
 #include "format/lsb_reader.h"
 #include "io/mmap_file.h"
-#include "model/layer_weights.h"
+#include "model/weights.h"
 #include "quant/scheme.h"
 
 namespace lsb {
@@ -44,13 +44,23 @@ struct StreamFootprint {
   uint64_t with_slots(int slots) const { return static_cast<uint64_t>(slots) * slot_bytes + embedding; }
 };
 
-class LayerStreamer {
+struct StreamOptions {
+  uint64_t mem_budget = 0;  // bytes everything resident must stay within
+  // Drop each unit from the OS page cache after reading it, so every token reads the weights
+  // from the disk (for measuring disk-bound speed on a machine with spare RAM).
+  bool drop_page_cache = false;
+  // At most this many weight slots (2: current + prefetch; 3: reading also overlaps repacking).
+  // Fewer are used when the budget has no room for them.
+  int max_slots = 3;
+};
+
+class LayerStreamer final : public WeightProvider {
  public:
   static constexpr int kMinSlots = 2;  // current + prefetch
   static constexpr int kMaxSlots = 3;  // current + built + being read
 
-  LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const ModelConfig& cfg, bool drop_page_cache = false);
-  ~LayerStreamer();
+  LayerStreamer(std::shared_ptr<const format::LsbReader> reader, const StreamOptions& opt);
+  ~LayerStreamer() override;
   LayerStreamer(const LayerStreamer&) = delete;
   LayerStreamer& operator=(const LayerStreamer&) = delete;
 
@@ -61,17 +71,24 @@ class LayerStreamer {
   int slots() const { return n_slots_; }
   void set_slots(int n);
 
-  // Weights of layer l, waiting for them if the prefetch is not done; starts prefetching the
-  // units after it. Valid until the next call to layer()/head().
-  const LayerWeights& layer(int l);
-  const Linear& head();
-  // Embedding row of a token (float), read through the map; drop_embedding_pages() releases it.
-  void embedding_row(int token, float* out);
-  void drop_embedding_pages();
+  // WeightProvider. layer(l) waits for the unit if the prefetch is not done and starts
+  // prefetching the units after it; what it returns is valid until the next layer()/head().
+  const LayerWeights& layer(int l) override;
+  const Linear& head() override;
+  // Embedding rows are read through a map; embedding_done() releases its pages.
+  void embedding_row(int token, float* out) override;
+  void embedding_done() override;
+  const std::vector<float>& final_norm() const override { return final_norm_; }
+  // Bytes read from the file to decode one token: every unit once, plus one embedding row.
+  uint64_t bytes_per_token() const override;
+  // Checks the budget against everything resident (slots, embedding index, the model's buffers,
+  // the process itself) and picks the number of slots. Throws naming the minimum when it cannot.
+  void reserve(const BufferNeeds& needs) override;
+  // Bytes resident with `slots` weight slots and the model's buffers.
+  uint64_t resident_need(const BufferNeeds& needs, int slots) const;
+
   // Bytes read from the file so far (for bytes-per-token figures).
   uint64_t bytes_read() const { return bytes_read_.load(); }
-  // Bytes read from the file to decode one token: every unit once, plus one embedding row.
-  uint64_t bytes_per_token() const;
   // Bytes the Linear objects of a unit asked for beyond their slot's arena (served by the heap).
   // Non-zero means the footprint computed for the budget was too small: a bug.
   uint64_t arena_overflow_bytes() const { return overflow_.bytes.load(); }
@@ -121,11 +138,13 @@ class LayerStreamer {
 
   std::shared_ptr<const format::LsbReader> reader_;
   ModelConfig cfg_;
+  StreamOptions opt_;
+  uint64_t base_rss_ = 0;               // the process before the streamer allocated anything
+  std::vector<float> final_norm_;
   std::vector<Unit> units_;
   std::vector<char> verified_;          // per tensor: checksum checked once (builder thread only)
   StreamFootprint footprint_;
   int fd_ = -1, fd_direct_ = -1;
-  bool drop_page_cache_ = false;
   std::atomic<uint64_t> bytes_read_{0};
   std::atomic<uint64_t> read_ns_{0}, build_ns_{0};
   OverflowResource overflow_;
@@ -134,7 +153,7 @@ class LayerStreamer {
   std::unique_ptr<MappedFile> map_;
   const TensorInfo* embed_ = nullptr;
   std::span<const std::byte> embed_bytes_;
-  quant::PackedView embed_view_;
+  std::unique_ptr<quant::BlobView> embed_view_;  // packed embeddings: rows through their scheme
 
   Slot slots_[kMaxSlots];
   int n_slots_ = kMinSlots;

@@ -1,47 +1,44 @@
 #include "runtime/session.h"
 
-#include <cctype>
-
-#include "lsb/error.h"
+#include "base/error.h"
+#include "format/lsb_reader.h"
+#include "model/model_tensors.h"
+#include "runtime/resident_weights.h"
 
 namespace lsb {
 
-Session open_session(const std::string& model_path, const std::string& tokenizer_path, bool need_tokenizer,
-                     const ModelOptions& opt) {
+Session open_session(std::shared_ptr<TensorSource> source, const std::string& tokenizer_path, bool need_tokenizer,
+                     const RunOptions& opt) {
   Session s;
-  s.source = open_model(model_path);
-  s.model = std::make_unique<LlamaModel>(s.source, opt);
+  s.source = std::move(source);
+  const ModelConfig& cfg = s.source->config();
+  cfg.validate(s.source->describe());
+  std::unique_ptr<WeightProvider> weights;
+  if (opt.mem_budget > 0) {
+    auto lsb_file = std::dynamic_pointer_cast<const format::LsbReader>(s.source);
+    if (!lsb_file)
+      fail(s.source->describe(), "--mem-budget streams layers from a .lsb file; compress the model first (lsb compress)");
+    validate_tensors(*lsb_file);
+    auto streamer = std::make_unique<LayerStreamer>(
+        lsb_file, StreamOptions{opt.mem_budget, opt.drop_page_cache, opt.max_stream_slots});
+    s.streamer = streamer.get();
+    weights = std::move(streamer);
+  } else {
+    weights = std::make_unique<ResidentWeights>(s.source);
+  }
+  s.model = std::make_unique<LlamaModel>(cfg, std::move(weights), ModelOptions{opt.kv_type});
   TokenizerBlob blob = tokenizer_path.empty() ? s.source->tokenizer() : read_tokenizer_file(tokenizer_path);
   if (blob.kind == TokenizerBlob::Kind::None && !need_tokenizer) return s;
   if (blob.kind == TokenizerBlob::Kind::None)
-    fail(model_path, "no tokenizer found with the model; pass --tokenizer PATH");
+    fail(s.source->describe(), "no tokenizer found with the model; pass --tokenizer PATH");
   s.tokenizer = load_tokenizer(blob);
-  if (s.tokenizer->vocab_size() > s.model->config().vocab_size)
+  // A model may have more rows than its tokenizer has pieces (vocabularies padded to a multiple
+  // of 64 or 128 are common): generation samples only ids the tokenizer can decode. The other
+  // way round, ids the model cannot embed, is an error.
+  if (s.tokenizer->vocab_size() > cfg.vocab_size)
     fail(blob.origin, "tokenizer has {} tokens but the model's vocabulary is {}", s.tokenizer->vocab_size(),
-         s.model->config().vocab_size);
+         cfg.vocab_size);
   return s;
-}
-
-uint64_t parse_size(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    fail("--mem-budget", "'{}' is not a size (examples: 400M, 1.5G, 65536)", s);
-  }
-  std::string unit = s.substr(used);
-  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();
-  if (unit.size() > 1 && unit.back() == 'I') unit.pop_back();
-  double mult = 1;
-  if (unit == "K") mult = 1024.0;
-  else if (unit == "M") mult = 1024.0 * 1024;
-  else if (unit == "G") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "T") mult = 1024.0 * 1024 * 1024 * 1024;
-  else if (!unit.empty()) fail("--mem-budget", "'{}' has an unknown unit (use K, M, G or T)", s);
-  if (!(v > 0) || v * mult > 1e18) fail("--mem-budget", "'{}' is not a positive size", s);
-  return static_cast<uint64_t>(v * mult);
 }
 
 }  // namespace lsb

@@ -1,0 +1,268 @@
+#include "pipeline/compress.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "base/error.h"
+#include "base/sysinfo.h"
+#include "base/version.h"
+#include "format/lsb_writer.h"
+#include "model/model_tensors.h"
+#include "model/tokenizer.h"
+#include "pipeline/open_model.h"
+#include "pipeline/recipe.h"
+#include "runtime/progress.h"
+
+namespace lsb {
+
+using format::LsbWriter;
+
+namespace {
+
+int layer_of(std::string_view name) {
+  constexpr std::string_view prefix = "model.layers.";
+  if (name.substr(0, prefix.size()) != prefix) return -1;
+  size_t i = prefix.size();
+  int layer = 0;
+  bool digits = false;
+  while (i < name.size() && name[i] >= '0' && name[i] <= '9' && layer < 100000000) {
+    layer = layer * 10 + (name[i] - '0');
+    digits = true;
+    ++i;
+  }
+  return digits && i < name.size() && name[i] == '.' ? layer : -1;
+}
+
+// Returns the source's pages to the kernel once a tensor is done: the map is read-only, so they
+// are simply dropped, and they do not count toward this process's peak RSS.
+void release_pages(std::span<const std::byte> d) {
+  if (d.empty()) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(d.data()) / page * page;
+  const auto end = reinterpret_cast<uintptr_t>(d.data() + d.size());
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// Compares the stored blob with the float weights a block of rows at a time.
+quant::TensorMetrics measure(DType dt, std::span<const std::byte> blob, const float* w, int64_t rows, int64_t cols,
+                             const std::string& params, const std::string& where, uint64_t* outliers) {
+  quant::MetricsAccumulator acc;
+  if (dt == DType::F32) {
+    acc.add(w, reinterpret_cast<const float*>(blob.data()), static_cast<size_t>(rows * cols));
+    *outliers = 0;
+    return acc.result();
+  }
+  const std::unique_ptr<quant::BlobView> view = quant::open_blob(dt, blob, rows, cols, params, {.where = where});
+  *outliers = view->outlier_count();
+  const int64_t block = std::max<int64_t>(1, (int64_t(1) << 20) / cols);  // ~4 MB of floats
+  std::vector<float> buf(static_cast<size_t>(std::min(rows, block) * cols));
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t r1 = std::min(rows, r0 + block);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = r0; r < r1; ++r) view->dequantize_row(r, buf.data() + (r - r0) * cols);
+    acc.add(w + r0 * cols, buf.data(), static_cast<size_t>((r1 - r0) * cols));
+  }
+  return acc.result();
+}
+
+std::string hex64(uint64_t v) { return fmt::format("{:016x}", v); }
+
+}  // namespace
+
+nlohmann::json tensor_report_json(const TensorReport& t) {
+  auto finite_or_null = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  return {{"name", t.name},
+          {"shape", t.shape},
+          {"scheme", t.scheme},
+          {"params", t.params},
+          {"bytes", t.bytes},
+          {"bpw", t.bpw},
+          {"outliers", t.outliers},
+          {"mae", t.metrics.mae},
+          {"mse", t.metrics.mse},
+          {"rel_l2", finite_or_null(t.metrics.rel_l2)},
+          {"snr_db", finite_or_null(t.metrics.snr_db)},
+          {"cosine", t.metrics.cosine},
+          {"max_abs_err", t.metrics.max_abs_err}};
+}
+
+nlohmann::json report_json(const CompressReport& r) {
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const TensorReport& t : r.tensors) tensors.push_back(tensor_report_json(t));
+  return {{"source", r.source},
+          {"output", r.output},
+          {"params", r.params},
+          {"input_bytes", r.input_bytes},
+          {"output_bytes", r.output_bytes},
+          {"bpw", r.bpw},
+          {"ratio_vs_bf16", r.ratio_vs_bf16},
+          {"peak_rss_bytes", r.peak_rss_bytes},
+          {"largest_tensor_f32_bytes", r.largest_tensor_f32_bytes},
+          {"seconds", r.seconds},
+          {"source_xxh3", r.source_xxh3},
+          {"tensors", std::move(tensors)}};
+}
+
+std::string tensor_table(const std::vector<TensorReport>& tensors) {
+  size_t wname = 4;
+  for (const TensorReport& t : tensors) wname = std::max(wname, t.name.size());
+  std::string s = fmt::format("{:<{}}  {:>12}  {:>6}  {:>10}  {:>7}  {:>8}  {:>10}  {:>8}  {:>7}  {:>8}\n", "name",
+                              wname, "shape", "scheme", "bytes", "bpw", "outliers", "mae", "rel_l2", "snr_db", "cosine");
+  for (const TensorReport& t : tensors) {
+    const std::string shape = fmt::format("{}", fmt::join(t.shape, "x"));
+    const std::string snr = std::isfinite(t.metrics.snr_db) ? fmt::format("{:.2f}", t.metrics.snr_db) : "inf";
+    s += fmt::format("{:<{}}  {:>12}  {:>6}  {:>10}  {:>7.4f}  {:>8}  {:>10.3e}  {:>8.5f}  {:>7}  {:>8.6f}\n", t.name,
+                     wname, shape, t.scheme, t.bytes, t.bpw, t.outliers, t.metrics.mae, t.metrics.rel_l2, snr,
+                     t.metrics.cosine);
+  }
+  return s;
+}
+
+CompressReport compress_model(const std::string& src_path, const std::string& out_path, const CompressOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // Everything that can be checked is checked before the output file is created.
+  const Recipe recipe = make_recipe(opt.scheme, opt.keep);
+  // Scheme parameters, built in one place: the options given, each scheme's defaults for the rest.
+  // Built (and so checked) for every scheme the recipe can choose before anything is written.
+  std::map<DType, std::string> params_of;
+  params_of[recipe.base] = quant::make_params(recipe.base, opt.options, "compress options");
+  for (const KeepRule& k : recipe.rules) params_of[k.dtype] = quant::make_params(k.dtype, opt.options, "compress options");
+  std::unique_ptr<TensorSource> src = open_model(src_path);
+  const ModelConfig& cfg = src->config();
+  check_rules_match(recipe, src->tensors(), src_path);
+  const TokenizerBlob tok = opt.tokenizer_path.empty() ? src->tokenizer() : read_tokenizer_file(opt.tokenizer_path);
+  if (tok.kind != TokenizerBlob::Kind::None) (void)load_tokenizer(tok);  // refuse to embed a broken tokenizer
+
+  // Directory order: embedding, layers in order, final norm, head (then anything else).
+  std::vector<const TensorInfo*> order;
+  std::set<std::string, std::less<>> placed;
+  for (const ExpectedTensor& e : expected_tensors(cfg))
+    if (const TensorInfo* t = src->find(e.name)) {
+      order.push_back(t);
+      placed.insert(t->name);
+    }
+  for (const TensorInfo& t : src->tensors())
+    if (!placed.count(t.name)) order.push_back(&t);
+
+  CompressReport rep;
+  rep.source = src_path;
+  rep.output = out_path;
+  for (const TensorInfo* t : order) {
+    rep.input_bytes += t->nbytes;
+    rep.params += static_cast<uint64_t>(t->numel());
+    rep.largest_tensor_f32_bytes = std::max<uint64_t>(rep.largest_tensor_f32_bytes, uint64_t(t->numel()) * 4);
+  }
+
+  // The temporary's name is announced before the file exists, so a signal arriving right after
+  // it is created still finds it (unlinking a name not yet created is harmless).
+  struct TempGuard {
+    const CompressOptions& o;
+    ~TempGuard() {
+      if (o.on_temp_file) o.on_temp_file("");
+    }
+  } guard{opt};
+  if (opt.on_temp_file) opt.on_temp_file(LsbWriter::temp_path_for(out_path));
+  LsbWriter writer(out_path);
+  writer.set_tokenizer(tok);
+
+  XXH3_state_t* hs = XXH3_createState();
+  if (!hs) fail(src_path, "out of memory");
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> hash_state(hs, XXH3_freeState);
+  XXH3_64bits_reset(hs);
+
+  ProgressBar bar("compress", static_cast<long long>(order.size()), opt.progress);
+  uint64_t done_bytes = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const TensorInfo& in = *order[i];
+    const std::span<const std::byte> sd = src->data(in);
+    XXH3_64bits_update(hs, sd.data(), sd.size());
+    std::vector<float> w = quant::tensor_to_float(in, sd);
+    release_pages(sd);
+    // Non-finite weights are refused whatever the scheme (docs/HARDENING.md), naming the tensor.
+    for (size_t k = 0; k < w.size(); ++k)
+      if (!std::isfinite(w[k])) fail(src_path, "tensor '{}': weight {} is not finite ({})", in.name, k, w[k]);
+
+    TensorInfo out;
+    out.name = in.name;
+    out.shape = in.shape;
+    out.dtype = choose_dtype(recipe, in);
+    out.params = out.dtype == DType::F32 ? std::string() : params_of.at(out.dtype);
+    const int64_t rows = in.rows(), cols = in.cols();
+    std::vector<std::byte> owned;
+    std::span<const std::byte> blob;
+    if (out.dtype == DType::F32) {
+      blob = {reinterpret_cast<const std::byte*>(w.data()), w.size() * 4};  // no copy for passthrough
+    } else {
+      owned = quant::quantize(out.dtype, {.w = w.data(), .rows = rows, .cols = cols, .params = out.params});
+      blob = owned;
+    }
+    out.nbytes = blob.size();
+
+    TensorReport tr;
+    tr.name = in.name;
+    tr.shape = in.shape;
+    tr.scheme = std::string(quant::scheme_name(out.dtype));
+    tr.params = out.params;
+    tr.bytes = blob.size();
+    tr.bpw = static_cast<double>(blob.size()) * 8.0 / static_cast<double>(w.size());
+    tr.metrics = measure(out.dtype, blob, w.data(), rows, cols, out.params, src_path + ": tensor '" + in.name + "'",
+                         &tr.outliers);
+    writer.add_tensor(out, layer_of(in.name), blob);
+    rep.tensors.push_back(std::move(tr));
+
+    done_bytes += in.nbytes;
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    bar.update(static_cast<long long>(i + 1), fmt::format("{:.0f} MB/s", el > 0 ? done_bytes / el / 1e6 : 0.0));
+  }
+  bar.finish();
+  rep.source_xxh3 = hex64(XXH3_64bits_digest(hs));
+
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const TensorReport& t : rep.tensors) tensors.push_back(tensor_report_json(t));
+  nlohmann::json keep = nlohmann::json::array(), rules = nlohmann::json::array();
+  for (const std::string& k : opt.keep) keep.push_back(k);
+  for (const KeepRule& k : recipe.rules) rules.push_back(k.spec);
+  nlohmann::json options = nlohmann::json::object();
+  if (opt.options.group_size) options["group"] = *opt.options.group_size;
+  if (opt.options.outlier_ratio) options["alpha"] = static_cast<double>(*opt.options.outlier_ratio);
+  if (opt.options.use_mean) options["mean"] = *opt.options.use_mean;
+  nlohmann::json meta = {
+      {"format", "lsb"},
+      {"lsb_version", std::string(kVersion)},
+      {"config", config_to_json(cfg)},
+      {"provenance",
+       {{"source", src_path},
+        {"source_format", std::string(src->format_name())},
+        {"source_tensor_bytes", rep.input_bytes},
+        {"source_params", rep.params},
+        {"source_xxh3", rep.source_xxh3},
+        {"tokenizer", opt.tokenizer_path.empty() ? tok.origin : opt.tokenizer_path}}},
+      {"options",
+       {{"scheme", opt.scheme},
+        {"scheme_options", std::move(options)},
+        {"keep", std::move(keep)},
+        {"rules", std::move(rules)},
+        {"base_scheme", std::string(quant::scheme_name(recipe.base))}}},
+      {"tensors", std::move(tensors)}};
+  rep.output_bytes = writer.finish(std::move(meta));
+
+  rep.bpw = rep.params ? static_cast<double>(rep.output_bytes) * 8.0 / static_cast<double>(rep.params) : 0.0;
+  rep.ratio_vs_bf16 = rep.output_bytes ? static_cast<double>(rep.params) * 2.0 / static_cast<double>(rep.output_bytes) : 0.0;
+  rep.peak_rss_bytes = peak_rss_bytes();
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
+}  // namespace lsb

@@ -1,0 +1,58 @@
+// The compression pipeline behind `lsb compress`, as a library function: reads any model
+// open_model() reads, one tensor at a time (source -> float -> quantize -> metrics -> write ->
+// free), and writes a .lsb file through LsbWriter (temporary file, renamed when complete).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "quant/metrics.h"
+#include "quant/scheme.h"
+
+namespace lsb {
+
+struct CompressOptions {
+  std::string scheme = "default";       // "default" recipe or a scheme name (lsb1, paper, q8, f16, bf16, f32)
+  quant::SchemeOptions options;         // knobs given by the user; each scheme fills in its defaults
+  std::vector<std::string> keep;        // "PATTERN=SCHEME" rules, last match wins
+  std::string tokenizer_path;           // embed this tokenizer instead of the source's own
+  bool progress = false;                // progress bar on stderr (only drawn on a TTY)
+  // Called with the temporary file's path once it exists, and with "" once it is gone or renamed
+  // (lets the CLI's signal handler remove it).
+  std::function<void(const std::string&)> on_temp_file;
+};
+
+struct TensorReport {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string scheme;
+  std::string params;  // the scheme's canonical parameters ("" for dense tensors)
+  uint64_t bytes = 0;
+  double bpw = 0;
+  uint64_t outliers = 0;
+  quant::TensorMetrics metrics;
+};
+
+struct CompressReport {
+  std::string source, output;
+  uint64_t params = 0, input_bytes = 0, output_bytes = 0;
+  double bpw = 0, ratio_vs_bf16 = 0;
+  uint64_t peak_rss_bytes = 0;
+  double seconds = 0;
+  uint64_t largest_tensor_f32_bytes = 0;
+  std::string source_xxh3;
+  std::vector<TensorReport> tensors;
+};
+
+CompressReport compress_model(const std::string& src_path, const std::string& out_path, const CompressOptions& opt);
+
+// Per-tensor metrics as stored in the metadata and printed by --json ("snr_db": null = +inf).
+nlohmann::json tensor_report_json(const TensorReport& t);
+nlohmann::json report_json(const CompressReport& r);
+// The table both `lsb compress` and `lsb inspect` print.
+std::string tensor_table(const std::vector<TensorReport>& tensors);
+
+}  // namespace lsb
