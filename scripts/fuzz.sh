@@ -5,6 +5,8 @@
 #   scripts/fuzz.sh run SECONDS [TARGET..] run each target (default: all) for SECONDS, two at a
 #                                          time, one job each, nice'd; logs in build-fuzz/logs/
 #   scripts/fuzz.sh merge [TARGET..]       minimise the new inputs into fuzz/corpus/<target>/
+#   scripts/fuzz.sh seeds                  (re)write the seed inputs with the project's own writers
+#                                          (fuzz/make_seeds.cpp, built in ./build)
 # Targets: safetensors config hf_index llama2c llama2c_tokenizer lsb gguf. Findings (crash-*,
 # leak-*, timeout-*, oom-*) are written to build-fuzz/artifacts/<target>/.
 set -euo pipefail
@@ -53,5 +55,9 @@ case "${1:-}" in
       cp "$BUILD/merged/$t"/* fuzz/corpus/"$t"/
       echo "$t: $(ls fuzz/corpus/$t | wc -l) inputs, $(du -sh fuzz/corpus/$t | cut -f1)"
     done ;;
-  *) sed -n 2,10p "$0"; exit 2 ;;
+  seeds)
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+    ninja -C build lsb_fuzz_seeds
+    build/lsb_fuzz_seeds fuzz/corpus ../shared ;;
+  *) sed -n 2,12p "$0"; exit 2 ;;
 esac

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs the fast test suite (everything but tests labelled long);
 # then builds again with AddressSanitizer + UndefinedBehaviorSanitizer (-DLSB_SANITIZE=ON, g++) in
-# build-sanitize and runs the unit tests there (docs/HARDENING.md). LSB_SKIP_SANITIZE=1 skips that part.
+# build-sanitize and runs the unit tests there (docs/HARDENING.md), and with ThreadSanitizer in
+# build-tsan for the streaming tests (the reader, builder and compute threads). LSB_SKIP_SANITIZE=1
+# skips both sanitizer stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -11,7 +13,7 @@ bash scripts/build.sh
 if [[ "${LSB_SKIP_SANITIZE:-0}" != 1 ]]; then
   start=$(date +%s)
   cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DLSB_SANITIZE=ON -DLSB_BUILD_BENCH=OFF >/dev/null
-  ninja -C build-sanitize -j"$(nproc)" lsb lsb_tests
+  ninja -C build-sanitize -j"$(nproc)" lsb lsb_tests lsb_streaming_tests
   # Left out (docs/HARDENING.md): whole-model tests that only repeat, several times slower, what
   # the fast suite already ran on the same code paths, and tests asserting peak-RSS budgets,
   # which ASan's shadow memory and quarantine make meaningless.
@@ -21,8 +23,23 @@ if [[ "${LSB_SKIP_SANITIZE:-0}" != 1 ]]; then
   # so the reader and builder threads are exercised under the sanitizers.
   SLOW+=':Streaming.TooSmallBudgetIsRefusedWithTheMinimum:Streaming.PeakRssStaysWithinBudgetAndTextMatches'
   SLOW+=':Streaming.OpenMpSpinIsBoundedUnlessTheUserChose'
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
-  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    build-sanitize/tests/lsb_tests --gtest_filter="-${SLOW}" --gtest_brief=1
+  for t in lsb_tests lsb_streaming_tests; do
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      build-sanitize/tests/$t --gtest_filter="-${SLOW}" --gtest_brief=1
+  done
   echo "sanitizer build and tests: $(( $(date +%s) - start )) s"
+
+  # ThreadSanitizer on the streaming pipeline: only the streaming tests' binary is built with it;
+  # the CLI they call for compressing comes from the normal build (LSB_TEST_EXE). libgomp is not
+  # instrumented, so the OpenMP team is limited to one thread (OMP_THREAD_LIMIT): what is checked
+  # is the reader and builder threads against the compute thread.
+  start=$(date +%s)
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -g -DNDEBUG" -DLSB_TSAN=ON -DLSB_BUILD_BENCH=OFF >/dev/null
+  ninja -C build-tsan -j"$(nproc)" lsb_streaming_tests
+  TSAN='Streaming.SameLogitsAsResidentBitForBit:Streaming.DefaultRecipeFitsItsArenasAndMatchesResident'
+  TSAN+=':Streaming.EvalIsIdenticalToResidentAndReadsEachLayerOncePerWindow'
+  OMP_THREAD_LIMIT=1 LSB_TEST_EXE="$PWD/build/lsb" TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    build-tsan/tests/lsb_streaming_tests --gtest_filter="${TSAN}" --gtest_brief=1
+  echo "thread sanitizer build and tests: $(( $(date +%s) - start )) s"
 fi

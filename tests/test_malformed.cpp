@@ -20,22 +20,18 @@
 #include <gtest/gtest.h>
 
 #include "base/fp16.h"
+#include "lib/gguf_writer.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
-
-// ---------------------------------------------------------------- byte building helpers
-void put(Bytes& b, uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) b.push_back(uint8_t(v >> (8 * i)));
-}
-void put_str(Bytes& b, const std::string& s) {
-  put(b, s.size(), 8);
-  b.insert(b.end(), s.begin(), s.end());
-}
+// Every file is built with the project's one GGUF encoder (tools/lib/gguf_writer.h), whose
+// pieces also write the other formats' little-endian fields.
+using Bytes = lsb::gguf_encode::Bytes;
+using lsb::gguf_encode::put;
+void put_str(Bytes& b, const std::string& s) { lsb::gguf_encode::put_string(b, s); }
 void patch(Bytes& b, size_t at, uint64_t v, int n) {
   for (int i = 0; i < n; ++i) b.at(at + i) = uint8_t(v >> (8 * i));
 }
@@ -81,43 +77,29 @@ std::vector<float> tensor_values(const Tensor& t, uint32_t seed) {
 }
 
 // ---------------------------------------------------------------- GGUF
-struct GgufTensorSpec {
-  std::string name;
-  uint32_t type = 0;
-  std::vector<uint64_t> ne;  // innermost first
-  Bytes data;
-  int64_t offset = -1;       // -1: next aligned offset
-  uint32_t n_dims = 0;       // 0: ne.size()
-};
+using GgufTensorSpec = lsb::gguf_encode::TensorRecord;
 struct GgufSpec {
-  uint32_t version = 3;
-  int64_t n_tensors = -1, n_kv = -1;  // -1: the real counts
+  lsb::gguf_encode::Options opts;  // version, count overrides
   std::vector<Bytes> kvs;
   std::vector<GgufTensorSpec> tensors;
 };
-struct GgufFile {
-  Bytes bytes;
-  std::vector<size_t> boundaries;  // structural boundaries (end of magic, version, counts, each kv, each info, data)
-};
+lsb::gguf_encode::File encode_gguf(const GgufSpec& s) { return lsb::gguf_encode::assemble(s.kvs, s.tensors, s.opts); }
 
 Bytes kv_str(const std::string& k, const std::string& v) {
   Bytes b;
-  put_str(b, k);
-  put(b, 8, 4);
+  lsb::gguf_encode::put_key(b, k, lsb::GgufType::STRING);
   put_str(b, v);
   return b;
 }
 Bytes kv_u32(const std::string& k, uint32_t v) {
   Bytes b;
-  put_str(b, k);
-  put(b, 4, 4);
+  lsb::gguf_encode::put_key(b, k, lsb::GgufType::UINT32);
   put(b, v, 4);
   return b;
 }
 Bytes kv_f32(const std::string& k, float v) {
   Bytes b;
-  put_str(b, k);
-  put(b, 6, 4);
+  lsb::gguf_encode::put_key(b, k, lsb::GgufType::FLOAT32);
   put(b, std::bit_cast<uint32_t>(v), 4);
   return b;
 }
@@ -168,46 +150,6 @@ GgufSpec tiny_gguf_spec() {
     s.tensors.push_back(std::move(g));
   }
   return s;
-}
-
-GgufFile encode_gguf(const GgufSpec& s) {
-  GgufFile f;
-  Bytes& b = f.bytes;
-  b.insert(b.end(), {'G', 'G', 'U', 'F'});
-  f.boundaries.push_back(b.size());
-  put(b, s.version, 4);
-  f.boundaries.push_back(b.size());
-  put(b, s.n_tensors >= 0 ? uint64_t(s.n_tensors) : s.tensors.size(), 8);
-  f.boundaries.push_back(b.size());
-  put(b, s.n_kv >= 0 ? uint64_t(s.n_kv) : s.kvs.size(), 8);
-  f.boundaries.push_back(b.size());
-  for (const Bytes& kv : s.kvs) {
-    b.insert(b.end(), kv.begin(), kv.end());
-    f.boundaries.push_back(b.size());
-  }
-  uint64_t off = 0;
-  std::vector<uint64_t> offs;
-  for (const GgufTensorSpec& t : s.tensors) {
-    put_str(b, t.name);
-    put(b, t.n_dims ? t.n_dims : t.ne.size(), 4);
-    for (uint64_t n : t.ne) put(b, n, 8);
-    put(b, t.type, 4);
-    const uint64_t o = t.offset >= 0 ? uint64_t(t.offset) : off;
-    put(b, o, 8);
-    offs.push_back(o);
-    off = std::max(off, (o + t.data.size() + 31) / 32 * 32);
-    f.boundaries.push_back(b.size());
-  }
-  while (b.size() % 32) b.push_back(0);
-  const size_t data_start = b.size();
-  f.boundaries.push_back(data_start);
-  for (size_t i = 0; i < s.tensors.size(); ++i) {
-    if (offs[i] > (1u << 24)) continue;  // an absurd offset only lives in the tensor info
-    if (b.size() < data_start + offs[i]) b.resize(data_start + offs[i], 0);
-    if (b.size() == data_start + offs[i]) b.insert(b.end(), s.tensors[i].data.begin(), s.tensors[i].data.end());
-    f.boundaries.push_back(b.size());
-  }
-  return f;
 }
 
 GgufTensorSpec& tensor_named(GgufSpec& s, const std::string& name) {
@@ -336,7 +278,7 @@ Case gguf_case(std::string name, std::function<void(GgufSpec&)> edit, std::strin
 Case gguf_truncated(std::string name, int boundary, size_t back, std::string expect) {
   return {name,
           [boundary, back](const fs::path& dir) {
-            GgufFile f = encode_gguf(tiny_gguf_spec());
+            lsb::gguf_encode::File f = encode_gguf(tiny_gguf_spec());
             const size_t at = boundary < 0 ? f.boundaries[f.boundaries.size() + boundary] : f.boundaries[boundary];
             f.bytes.resize(at - back);
             const std::string p = (dir / "model.gguf").string();
@@ -422,9 +364,9 @@ std::vector<Case> all_cases() {
   c.push_back(gguf_truncated("GgufTruncatedInData", -1, 4, "lies past the end of the data section"));
   c.push_back(gguf_truncated("GgufTruncatedAtDataStart", -12, 0, "lies past the end of the data section"));
   // --- GGUF: absurd counts and sizes.
-  c.push_back(gguf_case("GgufTensorCount2Pow60", [](GgufSpec& s) { s.n_tensors = int64_t(1) << 60; },
+  c.push_back(gguf_case("GgufTensorCount2Pow60", [](GgufSpec& s) { s.opts.n_tensors = uint64_t(1) << 60; },
                         "tensor count 1152921504606846976 cannot fit"));
-  c.push_back(gguf_case("GgufKvCount2Pow60", [](GgufSpec& s) { s.n_kv = int64_t(1) << 60; },
+  c.push_back(gguf_case("GgufKvCount2Pow60", [](GgufSpec& s) { s.opts.n_kv = uint64_t(1) << 60; },
                         "metadata count 1152921504606846976 cannot fit"));
   c.push_back(gguf_bytes_case("GgufKeyLength2Pow63", [](Bytes& b) { patch(b, 24, uint64_t(1) << 63, 8); },
                               "metadata key at offset 24 has length 9223372036854775808"));
@@ -487,8 +429,8 @@ std::vector<Case> all_cases() {
                         },
                         "tensor 'blk.0.attn_q.weight' has type Q4_K, which lsb does not read (supported: F32, F16, "
                         "BF16, Q8_0)"));
-  c.push_back(gguf_case("GgufVersion1", [](GgufSpec& s) { s.version = 1; }, "GGUF version 1 is not supported"));
-  c.push_back(gguf_case("GgufVersion9", [](GgufSpec& s) { s.version = 9; }, "unsupported GGUF version 9"));
+  c.push_back(gguf_case("GgufVersion1", [](GgufSpec& s) { s.opts.version = 1; }, "GGUF version 1 is not supported"));
+  c.push_back(gguf_case("GgufVersion9", [](GgufSpec& s) { s.opts.version = 9; }, "unsupported GGUF version 9"));
   c.push_back(gguf_case("GgufWrongArchitecture", [](GgufSpec& s) { s.kvs[0] = kv_str("general.architecture", "falcon"); },
                         "general.architecture is 'falcon'; lsb reads only 'llama' GGUF models"));
   c.push_back(gguf_case("GgufMissingEmbeddingLength", [](GgufSpec& s) { s.kvs.erase(s.kvs.begin() + 3); },

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/perplexity.h"
+#include "io/llama2c_vocab.h"
 #include "model/generate.h"
 #include "model/sampler.h"
 #include "pipeline/open_model.h"
@@ -142,4 +143,41 @@ TEST(Sampler, GreedyTemperatureAndTopP) {
   }
   EXPECT_GT(seen1, 100);
   EXPECT_GT(seen3, 100);
+}
+
+// A model with more rows than its tokenizer has pieces (padded vocabularies are common) samples
+// only ids the tokenizer can decode, instead of failing on the first id it cannot.
+TEST(Generate, ModelVocabularyLargerThanTokenizerSamplesDecodableIds) {
+  const std::string model = LSB_SHARED("models/stories260K/stories260K.bin");
+  const std::string tok = LSB_SHARED("models/stories260K/tok512.bin");
+  std::string bytes;
+  {
+    std::ifstream f(tok, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  lsb::Llama2cVocab vocab;
+  std::string why;
+  ASSERT_TRUE(lsb::parse_llama2c_vocab(bytes, vocab, why)) << why;
+  ASSERT_EQ(vocab.pieces.size(), 512u);
+  constexpr size_t kKeep = 300;  // of the model's 512 rows
+  vocab.pieces.resize(kKeep);
+  vocab.scores.resize(kKeep);
+  const std::string small = (lsbtest::temp_dir() / "tok300.bin").string();
+  {
+    const std::string out = lsb::serialize_llama2c_vocab(vocab);
+    std::ofstream(small, std::ios::binary).write(out.data(), static_cast<std::streamsize>(out.size()));
+  }
+  const std::string gen = " -p 'Once upon a time' -n 64 --temp 1.5 --seed 3 --json -t 1";
+  // With the full tokenizer the same sampling does pick ids past 300 ...
+  auto full = lsbtest::run_lsb("run " + model + " --tokenizer " + tok + gen);
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  int past = 0;
+  for (int id : nlohmann::json::parse(full.out).at("tokens").get<std::vector<int>>()) past += id >= int(kKeep);
+  EXPECT_GT(past, 0);
+  // ... and with 300 pieces it never does, and finishes.
+  auto cut = lsbtest::run_lsb("run " + model + " --tokenizer " + small + gen);
+  ASSERT_EQ(cut.exit_code, 0) << cut.err;
+  const auto ids = nlohmann::json::parse(cut.out).at("tokens").get<std::vector<int>>();
+  EXPECT_FALSE(ids.empty());
+  for (int id : ids) EXPECT_LT(id, int(kKeep));
 }

@@ -193,8 +193,11 @@ bool fast_matches_reference(DType t, const Knobs& p, const Matrix& m) {
   omp_set_num_threads(saved);
   if (!ok) return false;
   const uint64_t fixed = q::scheme(t).fixed_bytes(m.rows, m.cols, text(t, p), "t");
-  if (lsb::dtype_is_dense(t)) EXPECT_EQ(ref.size(), fixed);
-  else EXPECT_GE(ref.size(), fixed);
+  if (lsb::dtype_is_dense(t)) {
+    EXPECT_EQ(ref.size(), fixed);
+  } else {
+    EXPECT_GE(ref.size(), fixed);
+  }
   return true;
 }
 
@@ -231,7 +234,9 @@ TEST(QuantSchemes, ParameterTextIsCanonicalAndRoundTrips) {
       EXPECT_NO_THROW(q::check_params(s->id, t, "t"));
       // The text parses back to options that give the same text (the form a file stores).
       EXPECT_EQ(s->make_params(q::SchemeOptions::parse(t, "t"), "t"), t);
-      if (lsb::dtype_is_dense(s->id) || s->id == DType::Q8) EXPECT_EQ(t, "");
+      if (lsb::dtype_is_dense(s->id) || s->id == DType::Q8) {
+        EXPECT_EQ(t, "");
+      }
     }
   // Defaults are the scheme's own; options a scheme does not have are ignored.
   EXPECT_EQ(q::make_params(DType::LSB1, {}, "t"), text(DType::LSB1, Knobs{}));

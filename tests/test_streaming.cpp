@@ -121,7 +121,7 @@ TEST(Streaming, PeakRssStaysWithinBudgetAndTextMatches) {
   ASSERT_EQ(resident.exit_code, 0) << resident.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["tokens"], nlohmann::json::parse(resident.out)["tokens"]);
   // Peak RSS from the OS: /usr/bin/time -v around the same command.
-  const std::string cmd = "/usr/bin/time -f %M -o " + time_out + " " + std::string(LSB_EXE) + " run " + bookworm_lsb() +
+  const std::string cmd = "/usr/bin/time -f %M -o " + time_out + " " + lsbtest::lsb_exe() + " run " + bookworm_lsb() +
                           " -p Hi -n 24 --temp 0 --mem-budget " + budget + " >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   std::ifstream f(time_out);

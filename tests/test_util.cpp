@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include <cstdlib>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +15,13 @@
 namespace fs = std::filesystem;
 
 namespace lsbtest {
+
+std::string lsb_exe() {
+  // The sanitizer stages run in-process tests built with the sanitizer and the CLI of the normal
+  // build: LSB_TEST_EXE names it.
+  const char* e = std::getenv("LSB_TEST_EXE");
+  return e && *e ? e : LSB_EXE;
+}
 
 std::string shared(const std::string& rel) {
   fs::path p = fs::path(LSB_SHARED_DIR) / rel;
@@ -57,7 +66,7 @@ fs::path temp_dir() {
 
 RunResult run_lsb(const std::string& args, int timeout_s, const std::string& env) {
   fs::path d = temp_dir();
-  std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + "timeout -s KILL " + std::to_string(timeout_s) + " " + std::string(LSB_EXE) + " " + args +
+  std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + "timeout -s KILL " + std::to_string(timeout_s) + " " + lsb_exe() + " " + args +
                     " >" + (d / "out").string() + " 2>" + (d / "err").string() + " </dev/null";
   auto t0 = std::chrono::steady_clock::now();
   int st = std::system(cmd.c_str());

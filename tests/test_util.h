@@ -14,6 +14,7 @@ lsb::Session session_on(std::shared_ptr<lsb::TensorSource> src, const lsb::RunOp
 lsb::Session session_on(const std::string& model_path, const lsb::RunOptions& opt = {});
 
 
+std::string lsb_exe();                       // the lsb executable the tests run (LSB_TEST_EXE overrides)
 std::string shared(const std::string& rel);  // LSB_SHARED_DIR/rel; FAILs the test naming the file if missing
 std::filesystem::path temp_dir();            // fresh directory, removed at process exit
 

@@ -77,11 +77,9 @@ class GgufSource : public TensorSource {
   std::string_view format_name() const override { return "gguf"; }
 
   uint32_t version() const { return version_; }
-  uint64_t alignment() const { return alignment_; }
   const std::map<std::string, GgufValue, std::less<>>& metadata() const { return kv_; }
   // GGUF name of a tensor (e.g. "blk.0.attn_q.weight"), parallel to tensors().
   const std::vector<std::string>& gguf_names() const { return gguf_names_; }
-  const std::vector<uint32_t>& ggml_types() const { return types_; }
 
  private:
   MappedFile file_;

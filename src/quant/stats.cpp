@@ -21,11 +21,17 @@ void InputStats::add(const float* x, int64_t n) {
     diag[static_cast<size_t>(j)] += s;
   }
   if (full()) {
-    // Xᵀ X in float (a GEMM; Eigen is built without its own threads, so the result does not
-    // depend on the thread count), accumulated in double across calls.
-    const Eigen::MatrixXf g = X.transpose() * X;
-    Eigen::Map<Eigen::MatrixXd> G(gram.data(), cols, cols);
-    G += g.cast<double>();
+    // Xᵀ X in float (a rank update of the lower triangle; Eigen is built without its own
+    // threads, so the result does not depend on the thread count), mirrored so the sum stays
+    // exactly symmetric, and accumulated in double across calls.
+    Eigen::MatrixXf g = Eigen::MatrixXf::Zero(cols, cols);
+    g.selfadjointView<Eigen::Lower>().rankUpdate(X.transpose());
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t i = j; i < cols; ++i) {
+        const double v = g(i, j);
+        gram[static_cast<size_t>(i * cols + j)] += v;
+        if (i != j) gram[static_cast<size_t>(j * cols + i)] += v;
+      }
   }
   tokens += static_cast<uint64_t>(n);
 }

@@ -9,8 +9,8 @@
 // Two background threads form a pipeline while the main thread computes unit u:
 //   reader  - reads unit u+2 from the file (O_DIRECT with --drop-page-cache, else pread);
 //   builder - checks and builds unit u+1 (parse, repack) from bytes already read.
-// With three slots the disk never waits for the CPU, and the CPU work of a unit hides behind the
-// reading of the next. With two slots (a budget too small for three) reading and building of the
+// With three slots, reading overlaps building and computing: the disk stays busy as long as
+// building and computing a unit each take less time than reading it. With two slots (a budget too small for three) reading and building of the
 // next unit run one after the other while the current unit computes.
 //
 // Embedding rows are read on demand from a memory map whose pages are dropped after each use.

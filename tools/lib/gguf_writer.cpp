@@ -19,15 +19,11 @@ namespace {
 
 constexpr uint64_t kAlignment = 32;
 
-void put(std::vector<std::byte>& out, uint64_t v, int nbytes) { append_le(out, v, nbytes); }
-void put_string(std::vector<std::byte>& out, const std::string& s) {
-  put(out, s.size(), 8);
-  for (char c : s) out.push_back(static_cast<std::byte>(c));
-}
-void put_key(std::vector<std::byte>& out, const std::string& key, GgufType t) {
-  put_string(out, key);
-  put(out, static_cast<uint32_t>(t), 4);
-}
+using gguf_encode::Bytes;
+using gguf_encode::put;
+using gguf_encode::put_string;
+
+void append(std::vector<std::byte>& out, uint64_t v, int nbytes) { append_le(out, v, nbytes); }
 
 // Q8_0 as llama.cpp's quantize_row_q8_0_ref: per block of 32, d = max|x| / 127 stored as f16,
 // q = round(x / d).
@@ -38,7 +34,7 @@ void quantize_q8_0(const float* x, uint64_t n, std::vector<std::byte>& out) {
     for (uint64_t k = 0; k < kGgmlQ8_0Block; ++k) amax = std::max(amax, std::fabs(v[k]));
     const float d = amax / 127.0f;
     const float id = d != 0 ? 1.0f / d : 0.0f;
-    put(out, f32_to_f16(d), 2);
+    append(out, f32_to_f16(d), 2);
     for (uint64_t k = 0; k < kGgmlQ8_0Block; ++k)
       out.push_back(static_cast<std::byte>(static_cast<int8_t>(std::lround(v[k] * id))));
   }
@@ -46,82 +42,113 @@ void quantize_q8_0(const float* x, uint64_t n, std::vector<std::byte>& out) {
 
 }  // namespace
 
+namespace gguf_encode {
+
+void put(Bytes& out, uint64_t v, int nbytes) { append_le(out, v, nbytes); }
+
+void put_string(Bytes& out, std::string_view s) {
+  put(out, s.size(), 8);
+  out.insert(out.end(), s.begin(), s.end());
+}
+
+void put_key(Bytes& out, std::string_view key, GgufType type) {
+  put_string(out, key);
+  put(out, static_cast<uint32_t>(type), 4);
+}
+
+File assemble(const std::vector<Bytes>& kvs, const std::vector<TensorRecord>& tensors, const Options& o) {
+  File f;
+  Bytes& b = f.bytes;
+  for (char c : {'G', 'G', 'U', 'F'}) b.push_back(static_cast<uint8_t>(c));
+  f.boundaries.push_back(b.size());
+  put(b, o.version, 4);
+  f.boundaries.push_back(b.size());
+  put(b, o.n_tensors.value_or(tensors.size()), 8);
+  f.boundaries.push_back(b.size());
+  put(b, o.n_kv.value_or(kvs.size()), 8);
+  f.boundaries.push_back(b.size());
+  for (const Bytes& kv : kvs) {
+    b.insert(b.end(), kv.begin(), kv.end());
+    f.boundaries.push_back(b.size());
+  }
+  uint64_t next = 0, all_data = 0;  // all_data: the data of every tensor, back to back, aligned
+  std::vector<uint64_t> offsets;
+  for (const TensorRecord& t : tensors) {
+    put_string(b, t.name);
+    put(b, t.n_dims.value_or(static_cast<uint32_t>(t.ne.size())), 4);
+    for (uint64_t n : t.ne) put(b, n, 8);
+    put(b, t.type, 4);
+    const uint64_t at = t.offset.value_or(next);
+    put(b, at, 8);
+    offsets.push_back(at);
+    next = std::max(next, (at + t.data.size() + kAlignment - 1) / kAlignment * kAlignment);
+    all_data += (t.data.size() + kAlignment - 1) / kAlignment * kAlignment;
+    f.boundaries.push_back(b.size());
+  }
+  while (b.size() % kAlignment) b.push_back(0);
+  const size_t data_start = b.size();
+  f.boundaries.push_back(data_start);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (offsets[i] > all_data) continue;  // an offset past all the data lives only in the tensor info
+    if (b.size() < data_start + offsets[i]) b.resize(data_start + offsets[i], 0);
+    if (b.size() == data_start + offsets[i]) b.insert(b.end(), tensors[i].data.begin(), tensors[i].data.end());
+    f.boundaries.push_back(b.size());
+  }
+  return f;
+}
+
+}  // namespace gguf_encode
+
+Bytes& GgufWriter::pair(const std::string& key, GgufType type) {
+  kvs_.emplace_back();
+  gguf_encode::put_key(kvs_.back(), key, type);
+  return kvs_.back();
+}
+
 void GgufWriter::add_string(const std::string& key, const std::string& value) {
-  put_key(kv_, key, GgufType::STRING);
-  put_string(kv_, value);
-  ++n_kv_;
+  put_string(pair(key, GgufType::STRING), value);
 }
-void GgufWriter::add_u32(const std::string& key, uint32_t value) {
-  put_key(kv_, key, GgufType::UINT32);
-  put(kv_, value, 4);
-  ++n_kv_;
-}
+void GgufWriter::add_u32(const std::string& key, uint32_t value) { put(pair(key, GgufType::UINT32), value, 4); }
 void GgufWriter::add_i32(const std::string& key, int32_t value) {
-  put_key(kv_, key, GgufType::INT32);
-  put(kv_, static_cast<uint32_t>(value), 4);
-  ++n_kv_;
+  put(pair(key, GgufType::INT32), static_cast<uint32_t>(value), 4);
 }
 void GgufWriter::add_f32(const std::string& key, float value) {
-  put_key(kv_, key, GgufType::FLOAT32);
-  put(kv_, std::bit_cast<uint32_t>(value), 4);
-  ++n_kv_;
+  put(pair(key, GgufType::FLOAT32), std::bit_cast<uint32_t>(value), 4);
 }
-void GgufWriter::add_bool(const std::string& key, bool value) {
-  put_key(kv_, key, GgufType::BOOL);
-  put(kv_, value ? 1 : 0, 1);
-  ++n_kv_;
-}
+void GgufWriter::add_bool(const std::string& key, bool value) { put(pair(key, GgufType::BOOL), value ? 1 : 0, 1); }
 void GgufWriter::add_string_array(const std::string& key, const std::vector<std::string>& values) {
-  put_key(kv_, key, GgufType::ARRAY);
-  put(kv_, static_cast<uint32_t>(GgufType::STRING), 4);
-  put(kv_, values.size(), 8);
-  for (const std::string& s : values) put_string(kv_, s);
-  ++n_kv_;
+  Bytes& b = pair(key, GgufType::ARRAY);
+  put(b, static_cast<uint32_t>(GgufType::STRING), 4);
+  put(b, values.size(), 8);
+  for (const std::string& s : values) put_string(b, s);
 }
 void GgufWriter::add_f32_array(const std::string& key, const std::vector<float>& values) {
-  put_key(kv_, key, GgufType::ARRAY);
-  put(kv_, static_cast<uint32_t>(GgufType::FLOAT32), 4);
-  put(kv_, values.size(), 8);
-  for (float f : values) put(kv_, std::bit_cast<uint32_t>(f), 4);
-  ++n_kv_;
+  Bytes& b = pair(key, GgufType::ARRAY);
+  put(b, static_cast<uint32_t>(GgufType::FLOAT32), 4);
+  put(b, values.size(), 8);
+  for (float f : values) put(b, std::bit_cast<uint32_t>(f), 4);
 }
 void GgufWriter::add_i32_array(const std::string& key, const std::vector<int32_t>& values) {
-  put_key(kv_, key, GgufType::ARRAY);
-  put(kv_, static_cast<uint32_t>(GgufType::INT32), 4);
-  put(kv_, values.size(), 8);
-  for (int32_t v : values) put(kv_, static_cast<uint32_t>(v), 4);
-  ++n_kv_;
+  Bytes& b = pair(key, GgufType::ARRAY);
+  put(b, static_cast<uint32_t>(GgufType::INT32), 4);
+  put(b, values.size(), 8);
+  for (int32_t v : values) put(b, static_cast<uint32_t>(v), 4);
 }
 
 void GgufWriter::add_tensor(const std::string& name, uint32_t ggml_type, std::vector<uint64_t> ne,
                             std::vector<std::byte> bytes) {
-  tensors_.push_back({name, ggml_type, std::move(ne), std::move(bytes)});
+  gguf_encode::TensorRecord t{name, ggml_type, std::move(ne), {}, {}, {}};
+  t.data.resize(bytes.size());
+  std::memcpy(t.data.data(), bytes.data(), bytes.size());
+  tensors_.push_back(std::move(t));
 }
 
 std::vector<std::byte> GgufWriter::bytes(uint32_t version) const {
-  std::vector<std::byte> out;
-  for (char c : std::string("GGUF")) out.push_back(static_cast<std::byte>(c));
-  put(out, version, 4);
-  put(out, tensors_.size(), 8);
-  put(out, n_kv_, 8);
-  out.insert(out.end(), kv_.begin(), kv_.end());
-  uint64_t offset = 0;
-  std::vector<uint64_t> offsets;
-  for (const Tensor& t : tensors_) {
-    put_string(out, t.name);
-    put(out, t.ne.size(), 4);
-    for (uint64_t n : t.ne) put(out, n, 8);
-    put(out, t.type, 4);
-    put(out, offset, 8);
-    offsets.push_back(offset);
-    offset = (offset + t.bytes.size() + kAlignment - 1) / kAlignment * kAlignment;
-  }
-  while (out.size() % kAlignment) out.push_back(std::byte{0});
-  const uint64_t data_start = out.size();
-  for (size_t i = 0; i < tensors_.size(); ++i) {
-    out.resize(data_start + offsets[i], std::byte{0});
-    out.insert(out.end(), tensors_[i].bytes.begin(), tensors_[i].bytes.end());
-  }
+  gguf_encode::Options o;
+  o.version = version;
+  const gguf_encode::File f = gguf_encode::assemble(kvs_, tensors_, o);
+  std::vector<std::byte> out(f.bytes.size());
+  std::memcpy(out.data(), f.bytes.data(), f.bytes.size());
   return out;
 }
 
@@ -137,13 +164,13 @@ std::vector<std::byte> encode_ggml(const std::vector<float>& values, uint32_t gg
   std::vector<std::byte> out;
   switch (ggml_type) {
     case kGgmlF32:
-      for (float f : values) put(out, std::bit_cast<uint32_t>(f), 4);
+      for (float f : values) append(out, std::bit_cast<uint32_t>(f), 4);
       break;
     case kGgmlF16:
-      for (float f : values) put(out, f32_to_f16(f), 2);
+      for (float f : values) append(out, f32_to_f16(f), 2);
       break;
     case kGgmlBF16:
-      for (float f : values) put(out, f32_to_bf16(f), 2);
+      for (float f : values) append(out, f32_to_bf16(f), 2);
       break;
     case kGgmlQ8_0:
       if (values.size() % kGgmlQ8_0Block) fail(where, "Q8_0 needs a multiple of {} values", kGgmlQ8_0Block);

@@ -1,16 +1,52 @@
-// Minimal GGUF v3 writer, used by tests (and fuzz seeds) to produce files the way llama.cpp's
-// convert_hf_to_gguf.py lays them out. Metadata is written in the order added; tensors are
-// aligned to general.alignment (32) inside the data section.
+// GGUF writing: the one encoder of the format in the project. `gguf_encode` holds the pieces
+// (little-endian scalars, strings, metadata pairs, and the assembly of a whole file), which tests
+// also use to build broken files; GgufWriter writes files the way llama.cpp's converter lays them
+// out (metadata in the order added, tensors aligned to 32 inside the data section); and
+// write_gguf_from_source converts a model (`lsb convert`, the llama.cpp peer, tests).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "io/gguf.h"
 #include "io/tensor_source.h"
 
 namespace lsb {
+
+namespace gguf_encode {
+
+using Bytes = std::vector<uint8_t>;
+void put(Bytes& out, uint64_t v, int nbytes);  // little-endian
+void put_string(Bytes& out, std::string_view s);  // u64 length, then the bytes
+// The start of one metadata pair: key, then its u32 type; the value follows.
+void put_key(Bytes& out, std::string_view key, GgufType type);
+
+struct TensorRecord {
+  std::string name;
+  uint32_t type = 0;
+  std::vector<uint64_t> ne;       // innermost first
+  Bytes data;                     // already in the type's layout
+  std::optional<uint64_t> offset; // default: the next offset aligned to 32 after the previous tensor
+  std::optional<uint32_t> n_dims; // default: ne.size()
+};
+struct Options {
+  uint32_t version = 3;
+  std::optional<uint64_t> n_tensors, n_kv;  // default: the real counts
+};
+struct File {
+  Bytes bytes;
+  // Where each structural piece ends: magic, version, tensor count, metadata count, each pair,
+  // each tensor info, the data section's start, each tensor's data.
+  std::vector<size_t> boundaries;
+};
+// The whole file from encoded metadata pairs and tensors. A tensor whose offset lies past the end
+// of all the data keeps it only in its info (its bytes are not written).
+File assemble(const std::vector<Bytes>& kvs, const std::vector<TensorRecord>& tensors, const Options& options = {});
+
+}  // namespace gguf_encode
 
 class GgufWriter {
  public:
@@ -30,15 +66,9 @@ class GgufWriter {
   std::vector<std::byte> bytes(uint32_t version = 3) const;
 
  private:
-  struct Tensor {
-    std::string name;
-    uint32_t type;
-    std::vector<uint64_t> ne;
-    std::vector<std::byte> bytes;
-  };
-  std::vector<std::byte> kv_;  // encoded key/value pairs
-  uint64_t n_kv_ = 0;
-  std::vector<Tensor> tensors_;
+  gguf_encode::Bytes& pair(const std::string& key, GgufType type);
+  std::vector<gguf_encode::Bytes> kvs_;  // encoded key/value pairs
+  std::vector<gguf_encode::TensorRecord> tensors_;
 };
 
 // ggml encodings of float rows.
