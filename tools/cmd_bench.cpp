@@ -84,7 +84,7 @@ void add_bench(CLI::App& app) {
     const double membw = streaming ? 0.0 : measure_memcpy_gbps();
     if (!streaming) out["memcpy_gb_per_s"] = membw;
     if (o->json) {
-      std::printf("%s\n", out.dump(2).c_str());
+      print_json(out);
       return;
     }
     for (const auto& m : out["models"]) {

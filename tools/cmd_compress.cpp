@@ -82,7 +82,7 @@ void add_compress(CLI::App& app) {
     if (o->json) {
       nlohmann::json j = report_json(r);
       j["threads"] = get_threads();
-      std::printf("%s\n", j.dump(2).c_str());
+      print_json(j);
       return;
     }
     std::printf("%s", tensor_table(r.tensors).c_str());

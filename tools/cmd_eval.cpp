@@ -75,7 +75,7 @@ void run_compare(const EvalOpts& o, Session& s, const std::vector<int>& tokens) 
               {"text", o.text}});
     if (co.layers) j["layer_cosine"] = c.layer_cosine;
     if (!o.report.empty()) j["report"] = o.report;
-    std::printf("%s\n", j.dump(2).c_str());
+    print_json(j);
     return;
   }
   std::printf("%s: %lld tokens, %d windows of %d, %lld scored\n", o.text.c_str(), static_cast<long long>(c.model.n_tokens),
@@ -126,7 +126,7 @@ void add_eval(CLI::App& app) {
       j.update({{"n_tokens", r.n_tokens}, {"n_chunks", r.n_chunks}, {"n_scored", r.n_scored}, {"ctx", r.ctx},
                 {"seconds", r.seconds}, {"tok_per_s", r.tokens_per_second}, {"model", o->model}, {"text", o->text},
                 {"threads", get_threads()}});
-      std::printf("%s\n", j.dump(2).c_str());
+      print_json(j);
     } else {
       std::printf("%s: %lld tokens, %d windows of %d, %lld scored\n", o->text.c_str(),
                   static_cast<long long>(r.n_tokens), r.n_chunks, r.ctx, static_cast<long long>(r.n_scored));

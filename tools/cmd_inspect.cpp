@@ -99,7 +99,7 @@ void add_inspect(CLI::App& app) {
                           {"layers", meta.value("layers", nlohmann::json::array())},
                           {"verified", o->verify},
                           {"tensors", std::move(tensors)}};
-      std::printf("%s\n", j.dump(2).c_str());
+      print_json(j);
       return;
     }
     std::printf("%s: .lsb version %u.%u, %llu bytes, %u tensors, %llu params, %.4f bits per weight (%.2fx smaller than bf16)\n",

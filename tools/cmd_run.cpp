@@ -54,7 +54,7 @@ void add_run(CLI::App& app) {
                           {"decode_tok_per_s", r.decode_tok_per_s},
                           {"threads", get_threads()},
                           {"simd", kernels::simd_target_name()}};
-      std::printf("%s\n", j.dump(2).c_str());
+      print_json(j);
     } else {
       std::printf("\n");
       std::fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | decode: %zu tokens, %.1f tok/s | %d threads, %s\n",

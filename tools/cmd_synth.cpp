@@ -66,7 +66,7 @@ void add_synth(CLI::App& app) {
                                   {"mb_per_s", mb_s},
                                   {"peak_rss_mb", r.peak_rss_mb},
                                   {"threads", get_threads()}};
-      std::printf("%s\n", j.dump(2).c_str());
+      print_json(j);
     } else {
       std::printf("synthetic %s model (%.2fB params, %s, seed %llu) written to %s\n", r.shape.c_str(),
                   double(r.n_params) / 1e9, o->dtype.c_str(), static_cast<unsigned long long>(o->seed), r.dir.c_str());
