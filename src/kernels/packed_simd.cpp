@@ -116,6 +116,39 @@ HWY_INLINE void VectorSpan(int64_t a, int64_t b, int64_t N, int64_t& va, int64_t
   vb = va + (b - va) / N * N;
 }
 
+// P for four rows over columns [c0, c1) (multiples of N): sums of x where each row's bit is 1,
+// two vectors per step into separate accumulators (eight independent add chains hide the add
+// latency; four chains alone are latency-bound).
+HWY_INLINE void MaskedSums4(DF df, const uint64_t* w0, const uint64_t* w1, const uint64_t* w2, const uint64_t* w3,
+                            const float* HWY_RESTRICT x, int64_t c0, int64_t c1, VF& a0, VF& a1, VF& a2, VF& a3) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+  VF b0 = hn::Zero(df), b1 = hn::Zero(df), b2 = hn::Zero(df), b3 = hn::Zero(df);
+  int64_t c = c0;
+  for (; c + 2 * N <= c1; c += 2 * N) {
+    const VF xv = hn::LoadU(df, x + c), xw = hn::LoadU(df, x + c + N);
+    a0 = AddIf(SignMask(df, w0, c), xv, a0);
+    a1 = AddIf(SignMask(df, w1, c), xv, a1);
+    a2 = AddIf(SignMask(df, w2, c), xv, a2);
+    a3 = AddIf(SignMask(df, w3, c), xv, a3);
+    b0 = AddIf(SignMask(df, w0, c + N), xw, b0);
+    b1 = AddIf(SignMask(df, w1, c + N), xw, b1);
+    b2 = AddIf(SignMask(df, w2, c + N), xw, b2);
+    b3 = AddIf(SignMask(df, w3, c + N), xw, b3);
+  }
+  if (c < c1) {
+    const VF xv = hn::LoadU(df, x + c);
+    a0 = AddIf(SignMask(df, w0, c), xv, a0);
+    a1 = AddIf(SignMask(df, w1, c), xv, a1);
+    a2 = AddIf(SignMask(df, w2, c), xv, a2);
+    a3 = AddIf(SignMask(df, w3, c), xv, a3);
+  }
+  a0 = hn::Add(a0, b0);
+  a1 = hn::Add(a1, b1);
+  a2 = hn::Add(a2, b2);
+  a3 = hn::Add(a3, b3);
+}
+
 // One token, four rows, any group layout (groups may start mid-vector: scalar head/tail
 // columns). rows[] may repeat the last valid row; the caller drops those results.
 void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRICT x, const float* HWY_RESTRICT gsum,
@@ -134,33 +167,8 @@ void Gemv4(const SignMatrixView& w, const int64_t* rows, const float* HWY_RESTRI
     const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
     int64_t va, vb;
     VectorSpan(a, b, N, va, vb);
-    VF a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
-    // Two vectors per step into separate accumulators: eight independent add chains hide the
-    // add latency (four chains alone are latency-bound).
-    VF b0 = hn::Zero(df), b1 = hn::Zero(df), b2 = hn::Zero(df), b3 = hn::Zero(df);
-    int64_t c = va;
-    for (; c + 2 * N <= vb; c += 2 * N) {
-      const VF xv = hn::LoadU(df, x + c), xw = hn::LoadU(df, x + c + N);
-            a0 = AddIf(SignMask(df, w0, c), xv, a0);
-      a1 = AddIf(SignMask(df, w1, c), xv, a1);
-      a2 = AddIf(SignMask(df, w2, c), xv, a2);
-      a3 = AddIf(SignMask(df, w3, c), xv, a3);
-      b0 = AddIf(SignMask(df, w0, c + N), xw, b0);
-      b1 = AddIf(SignMask(df, w1, c + N), xw, b1);
-      b2 = AddIf(SignMask(df, w2, c + N), xw, b2);
-      b3 = AddIf(SignMask(df, w3, c + N), xw, b3);
-    }
-    a0 = hn::Add(a0, b0);
-    a1 = hn::Add(a1, b1);
-    a2 = hn::Add(a2, b2);
-    a3 = hn::Add(a3, b3);
-    for (; c < vb; c += N) {
-      const VF xv = hn::LoadU(df, x + c);
-            a0 = AddIf(SignMask(df, w0, c), xv, a0);
-      a1 = AddIf(SignMask(df, w1, c), xv, a1);
-      a2 = AddIf(SignMask(df, w2, c), xv, a2);
-      a3 = AddIf(SignMask(df, w3, c), xv, a3);
-    }
+    VF a0, a1, a2, a3;
+    MaskedSums4(df, w0, w1, w2, w3, x, va, vb, a0, a1, a2, a3);
     float p0 = 0, p1 = 0, p2 = 0, p3 = 0;
     auto scalar = [&](int64_t c) {
       const float xc = x[c];
@@ -206,31 +214,12 @@ void Gemv4Aligned(const SignMatrixView& w, const int64_t* rows, const float* HWY
   for (int64_t g = 0, a = 0; g < G; ++g, a += w.group) {
     const int64_t b = std::min(C, a + w.group);
     const int64_t vb = a + (b - a) / N * N;
-    VF a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
-    VF b0 = hn::Zero(df), b1 = hn::Zero(df), b2 = hn::Zero(df), b3 = hn::Zero(df);
-    int64_t c = a;
-    for (; c + 2 * N <= vb; c += 2 * N) {
-      const VF xv = hn::LoadU(df, x + c), xw = hn::LoadU(df, x + c + N);
-            a0 = AddIf(SignMask(df, w0, c), xv, a0);
-      a1 = AddIf(SignMask(df, w1, c), xv, a1);
-      a2 = AddIf(SignMask(df, w2, c), xv, a2);
-      a3 = AddIf(SignMask(df, w3, c), xv, a3);
-      b0 = AddIf(SignMask(df, w0, c + N), xw, b0);
-      b1 = AddIf(SignMask(df, w1, c + N), xw, b1);
-      b2 = AddIf(SignMask(df, w2, c + N), xw, b2);
-      b3 = AddIf(SignMask(df, w3, c + N), xw, b3);
-    }
-    if (c < vb) {
-      const VF xv = hn::LoadU(df, x + c);
-            a0 = AddIf(SignMask(df, w0, c), xv, a0);
-      a1 = AddIf(SignMask(df, w1, c), xv, a1);
-      a2 = AddIf(SignMask(df, w2, c), xv, a2);
-      a3 = AddIf(SignMask(df, w3, c), xv, a3);
-    }
-    y0 = hn::MulAdd(hn::Set(df, s0[g]), hn::Add(a0, b0), y0);
-    y1 = hn::MulAdd(hn::Set(df, s1[g]), hn::Add(a1, b1), y1);
-    y2 = hn::MulAdd(hn::Set(df, s2[g]), hn::Add(a2, b2), y2);
-    y3 = hn::MulAdd(hn::Set(df, s3[g]), hn::Add(a3, b3), y3);
+    VF a0, a1, a2, a3;
+    MaskedSums4(df, w0, w1, w2, w3, x, a, vb, a0, a1, a2, a3);
+    y0 = hn::MulAdd(hn::Set(df, s0[g]), a0, y0);
+    y1 = hn::MulAdd(hn::Set(df, s1[g]), a1, y1);
+    y2 = hn::MulAdd(hn::Set(df, s2[g]), a2, y2);
+    y3 = hn::MulAdd(hn::Set(df, s3[g]), a3, y3);
     if (HWY_UNLIKELY(vb < b)) {  // only the last group, only when cols % N != 0
       float p0 = 0, p1 = 0, p2 = 0, p3 = 0;
       for (int64_t cc = vb; cc < b; ++cc) {

@@ -11,6 +11,7 @@
 #include "base/checked.h"
 #include "base/error.h"
 #include "base/fp16.h"
+#include "detail/checks.h"
 
 namespace lsb::quant {
 namespace {
@@ -18,11 +19,6 @@ namespace {
 static_assert(std::endian::native == std::endian::little, "blobs are little-endian");
 
 bool f16_is_finite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
-
-void require_finite(const float* w, int64_t rows, int64_t cols, const char* where) {
-  for (int64_t i = 0; i < rows * cols; ++i)
-    if (!std::isfinite(w[i])) fail(where, "weight at row {} column {} is not finite", i / cols, i % cols);
-}
 
 int64_t outliers_checked(int64_t cols, float alpha, const char* where) {
   const int64_t k = lsb1_outliers_per_row(cols, alpha);
@@ -35,7 +31,7 @@ std::vector<std::byte> quantize_ref(const QuantizeArgs& a) {
   const char* where = "quantize_reference";
   const Lsb1Params p = Lsb1Params::parse(a.params, where);
   const Lsb1Layout L(a.rows, a.cols, p, where);
-  require_finite(a.w, a.rows, a.cols, where);
+  detail::require_finite(a.w, a.rows, a.cols, where);
   const int64_t rows = a.rows, cols = a.cols, k = outliers_checked(cols, p.alpha, where);
   std::vector<uint64_t> signs(static_cast<size_t>(rows * L.words), 0);
   std::vector<uint16_t> scales(static_cast<size_t>(rows * L.ngroups), 0), means(scales.size(), 0);
@@ -85,15 +81,7 @@ std::vector<std::byte> quantize_fast(const QuantizeArgs& a) {
   const Lsb1Params p = Lsb1Params::parse(a.params, where);
   const Lsb1Layout L(a.rows, a.cols, p, where);
   const int64_t rows = a.rows, cols = a.cols, k = outliers_checked(cols, p.alpha, where);
-  int64_t bad = -1;
-#pragma omp parallel for schedule(static) reduction(max : bad)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      if (!std::isfinite(a.w[r * cols + c])) {
-        bad = std::max(bad, r);
-        break;
-      }
-  if (bad >= 0) require_finite(a.w, rows, cols, where);  // names the first bad weight
+  detail::require_finite_parallel(a.w, rows, cols, where);
   std::vector<std::byte> blob(L.gaps, std::byte{0});
   auto* base = reinterpret_cast<uint8_t*>(blob.data());
   std::vector<std::vector<uint32_t>> columns(static_cast<size_t>(rows));
@@ -232,23 +220,8 @@ Lsb1View Lsb1View::parse(std::span<const std::byte> blob, int64_t rows, int64_t 
       fail(where, "lsb1 scale {} (row {}) is negative or not finite", i, i / L.ngroups);
     if (v.means && !f16_is_finite(v.means[i])) fail(where, "lsb1 mean {} (row {}) is not finite", i, i / L.ngroups);
   }
-  // Sign padding bits past the last column must be 0 (kernels may sum whole words).
-  if (cols % 64 != 0) {
-    const uint64_t pad_mask = ~uint64_t{0} << (cols % 64);
-    for (int64_t r = 0; r < rows; ++r)
-      if (v.signs[r * L.words + L.words - 1] & pad_mask) fail(where, "row {}: sign padding bits are set", r);
-  }
-  v.outliers = parse_outliers({.blob = blob,
-                               .rows = rows,
-                               .cols = cols,
-                               .counts_off = L.counts,
-                               .gaps_off = L.gaps,
-                               .signs = v.signs,
-                               .words = L.words,
-                               .where = where,
-                               .check_content = args.check_content,
-                               .sink = sink,
-                               .mr = args.mr});
+  detail::check_sign_padding(v.signs, rows, L.words, cols, where);
+  v.outliers = detail::parse_sign_outliers(blob, rows, cols, L.counts, L.gaps, v.signs, L.words, args, sink);
   return v;
 }
 

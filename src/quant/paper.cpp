@@ -10,14 +10,10 @@
 #include "base/checked.h"
 #include "base/error.h"
 #include "base/fp16.h"
+#include "detail/checks.h"
 
 namespace lsb::quant {
 namespace {
-
-void require_finite(const float* w, int64_t rows, int64_t cols, const char* where) {
-  for (int64_t i = 0; i < rows * cols; ++i)
-    if (!std::isfinite(w[i])) fail(where, "weight at row {} column {} is not finite", i / cols, i % cols);
-}
 
 int64_t quantile_index(float alpha, int64_t n) {
   return std::clamp<int64_t>(
@@ -56,7 +52,7 @@ std::vector<std::byte> quantize_ref(const QuantizeArgs& a) {
   const char* where = "quantize_reference";
   const PaperParams p = PaperParams::parse(a.params, where);
   const PaperLayout L(a.rows, a.cols, where);
-  require_finite(a.w, a.rows, a.cols, where);
+  detail::require_finite(a.w, a.rows, a.cols, where);
   const int64_t rows = a.rows, cols = a.cols, n = rows * cols;
   std::vector<float> mags(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) mags[i] = std::fabs(a.w[i]);
@@ -125,15 +121,7 @@ std::vector<std::byte> quantize_fast(const QuantizeArgs& a) {
   const PaperParams p = PaperParams::parse(a.params, where);
   const PaperLayout L(a.rows, a.cols, where);
   const int64_t rows = a.rows, cols = a.cols, n = rows * cols;
-  int64_t bad = -1;
-#pragma omp parallel for schedule(static) reduction(max : bad)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      if (!std::isfinite(a.w[r * cols + c])) {
-        bad = std::max(bad, r);
-        break;
-      }
-  if (bad >= 0) require_finite(a.w, rows, cols, where);
+  detail::require_finite_parallel(a.w, rows, cols, where);
   const float tau = kth_magnitude(a.w, n, quantile_index(p.alpha, n));
   std::vector<double> row_sum(static_cast<size_t>(rows)), row_sq(static_cast<size_t>(rows));
   std::vector<int64_t> row_n(static_cast<size_t>(rows));
@@ -254,22 +242,8 @@ PaperView PaperView::parse(std::span<const std::byte> blob, int64_t rows, int64_
   if (!std::isfinite(v.mu) || !std::isfinite(v.sigma) || !std::isfinite(v.tau) || v.sigma < 0 || v.tau < 0 || pad != 0)
     fail(where, "paper header invalid (mu {}, sigma {}, tau {}, pad {})", v.mu, v.sigma, v.tau, pad);
   v.signs = reinterpret_cast<const uint64_t*>(base + L.signs);
-  if (cols % 64 != 0) {
-    const uint64_t pad_mask = ~uint64_t{0} << (cols % 64);
-    for (int64_t r = 0; r < rows; ++r)
-      if (v.signs[r * L.words + L.words - 1] & pad_mask) fail(where, "row {}: sign padding bits are set", r);
-  }
-  v.outliers = parse_outliers({.blob = blob,
-                               .rows = rows,
-                               .cols = cols,
-                               .counts_off = L.counts,
-                               .gaps_off = L.gaps,
-                               .signs = v.signs,
-                               .words = L.words,
-                               .where = where,
-                               .check_content = args.check_content,
-                               .sink = sink,
-                               .mr = args.mr});
+  detail::check_sign_padding(v.signs, rows, L.words, cols, where);
+  v.outliers = detail::parse_sign_outliers(blob, rows, cols, L.counts, L.gaps, v.signs, L.words, args, sink);
   return v;
 }
 

@@ -6,14 +6,10 @@
 
 #include "base/checked.h"
 #include "base/error.h"
+#include "detail/checks.h"
 
 namespace lsb::quant {
 namespace {
-
-void require_finite(const float* w, int64_t n, int64_t cols, const char* where) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(w[i])) fail(where, "weight at row {} column {} is not finite", i / cols, i % cols);
-}
 
 std::string make_params(const SchemeOptions&, const std::string&) { return ""; }
 
@@ -35,7 +31,7 @@ void quantize_row(const float* row, int64_t cols, float* scale, int8_t* q) {
 std::vector<std::byte> quantize_ref(const QuantizeArgs& a) {
   const char* where = "quantize_reference";
   const Q8Layout L(a.rows, a.cols, where);
-  require_finite(a.w, a.rows * a.cols, a.cols, where);
+  detail::require_finite(a.w, a.rows, a.cols, where);
   std::vector<std::byte> blob(L.size);
   std::vector<int8_t> q(static_cast<size_t>(a.cols));
   for (int64_t r = 0; r < a.rows; ++r) {
@@ -50,15 +46,7 @@ std::vector<std::byte> quantize_ref(const QuantizeArgs& a) {
 std::vector<std::byte> quantize(const QuantizeArgs& a) {
   const char* where = "quantize";
   const Q8Layout L(a.rows, a.cols, where);
-  int64_t bad = -1;
-#pragma omp parallel for schedule(static) reduction(max : bad)
-  for (int64_t r = 0; r < a.rows; ++r)
-    for (int64_t c = 0; c < a.cols; ++c)
-      if (!std::isfinite(a.w[r * a.cols + c])) {
-        bad = std::max(bad, r);
-        break;
-      }
-  if (bad >= 0) require_finite(a.w, a.rows * a.cols, a.cols, where);  // names the first bad weight
+  detail::require_finite_parallel(a.w, a.rows, a.cols, where);
   std::vector<std::byte> blob(L.size);
   auto* scales = reinterpret_cast<float*>(blob.data());
   auto* q = reinterpret_cast<int8_t*>(blob.data() + L.q);

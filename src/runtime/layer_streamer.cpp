@@ -242,15 +242,19 @@ void LayerStreamer::build_unit(Slot& s, int unit) {
   mark_verified();
 }
 
-void LayerStreamer::reader_loop() {
+// One background stage: takes slots from `queue` in order, runs `work` on each outside the lock
+// (timing it into `busy_ns`), then hands the slot on with `done` under the lock; an exception
+// becomes the slot's error, which the main thread rethrows when it reaches that unit.
+void LayerStreamer::stage_loop(std::deque<int>& queue, void (LayerStreamer::*work)(Slot&, int),
+                               std::atomic<uint64_t>& busy_ns, void (LayerStreamer::*done)(int slot)) {
   for (;;) {
     int slot, unit;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !read_q_.empty(); });
+      cv_.wait(lk, [&] { return stop_ || !queue.empty(); });
       if (stop_) return;
-      slot = read_q_.front();
-      read_q_.pop_front();
+      slot = queue.front();
+      queue.pop_front();
       unit = slots_[slot].unit;
       ++busy_;
     }
@@ -258,18 +262,17 @@ void LayerStreamer::reader_loop() {
     std::string error;
     const auto t0 = std::chrono::steady_clock::now();
     try {
-      read_unit(s, unit);
+      (this->*work)(s, unit);
     } catch (const std::exception& e) {
       error = e.what();
     }
-    read_ns_ += static_cast<uint64_t>(
+    busy_ns += static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     {
       std::lock_guard<std::mutex> lk(mu_);
       --busy_;
       if (error.empty()) {
-        s.stage = Stage::kRead;
-        build_q_.push_back(slot);
+        (this->*done)(slot);
       } else {
         s.error = error;
         s.stage = Stage::kReady;
@@ -279,36 +282,17 @@ void LayerStreamer::reader_loop() {
   }
 }
 
+void LayerStreamer::read_done(int slot) {
+  slots_[slot].stage = Stage::kRead;
+  build_q_.push_back(slot);
+}
+
+void LayerStreamer::build_done(int slot) { slots_[slot].stage = Stage::kReady; }
+
+void LayerStreamer::reader_loop() { stage_loop(read_q_, &LayerStreamer::read_unit, read_ns_, &LayerStreamer::read_done); }
+
 void LayerStreamer::builder_loop() {
-  for (;;) {
-    int slot, unit;
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !build_q_.empty(); });
-      if (stop_) return;
-      slot = build_q_.front();
-      build_q_.pop_front();
-      unit = slots_[slot].unit;
-      ++busy_;
-    }
-    Slot& s = slots_[slot];
-    std::string error;
-    const auto t0 = std::chrono::steady_clock::now();
-    try {
-      build_unit(s, unit);
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    build_ns_ += static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      --busy_;
-      s.error = error;
-      s.stage = Stage::kReady;
-    }
-    cv_.notify_all();
-  }
+  stage_loop(build_q_, &LayerStreamer::build_unit, build_ns_, &LayerStreamer::build_done);
 }
 
 // ------------------------------------------------------------------ main thread

@@ -135,6 +135,10 @@ class LayerStreamer final : public WeightProvider {
   void build_unit(Slot& s, int unit);      // builder thread
   void reader_loop();
   void builder_loop();
+  void stage_loop(std::deque<int>& queue, void (LayerStreamer::*work)(Slot&, int), std::atomic<uint64_t>& busy_ns,
+                  void (LayerStreamer::*done)(int slot));
+  void read_done(int slot);   // caller holds mu_
+  void build_done(int slot);  // caller holds mu_
 
   std::shared_ptr<const format::LsbReader> reader_;
   ModelConfig cfg_;
