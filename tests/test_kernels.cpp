@@ -33,13 +33,16 @@ struct Case {
   float alpha = 0.02f;
   int group = 128;
   bool mean = false;
+  int bits = 0;  // 0: the scheme's default
   std::string params() const {
     quant::SchemeOptions o;
     o.outlier_ratio = alpha;
     o.group_size = group;
     o.use_mean = mean;
+    if (bits) o.bits = bits;
     return quant::make_params(dtype, o, "test");
   }
+  bool fits(int64_t cols) const { return dtype != DType::VQ4 || cols % 4 == 0; }
   std::string label() const { return fmt::format("{} {}", quant::scheme_name(dtype), params()); }
 };
 
@@ -83,6 +86,14 @@ std::vector<Case> cases_for(int salt) {
         for (bool mean : {false, true}) cases.push_back({DType::LSB1, alpha, kGroups[i++ % 5], mean});
     } else if (s->id == DType::PAPER) {
       for (float alpha : {0.0f, 0.02f, 0.3f}) cases.push_back({DType::PAPER, alpha, 0, false});
+    } else if (s->id == DType::NU) {
+      cases.push_back({DType::NU, 0, 32, false, 2});
+      cases.push_back({DType::NU, 0, 128, false, 3});
+      cases.push_back({DType::NU, 0, 16, false, 4});
+    } else if (s->id == DType::VQ4) {
+      cases.push_back({DType::VQ4, 0, 16, false, 4});
+      cases.push_back({DType::VQ4, 0, 64, false, 6});
+      cases.push_back({DType::VQ4, 0, 256, false, 8});
     } else {
       cases.push_back({s->id});
     }
@@ -155,6 +166,7 @@ TEST(KernelRef, MatchesProductWithDequantizedMatrix) {
   for (int64_t cols : kCols)
     for (int64_t rows : kRows)
       for (const Case& c : cases_for(salt++)) {
+        if (!c.fits(cols)) continue;
         const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(rows * 7919 + cols));
         for (int64_t t = 0; t < kMaxTokens; ++t)
           for (int64_t r = 0; r < rows; ++r) {
@@ -185,6 +197,7 @@ TEST(KernelLinear, EverySchemeMatchesReference) {
   for (int64_t cols : {7, 65, 129, 500})
     for (int64_t rows : {1, 17, 64})
       for (const Case& c : cases_for(salt++)) {
+        if (!c.fits(cols)) continue;
         const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(rows * 31 + cols));
         const auto lin = linear_for(P);
         for (int64_t n : {int64_t{1}, int64_t{5}, kMaxTokens}) {
@@ -206,11 +219,11 @@ TEST(KernelSimd, EveryTargetMatchesReference) {
   for (int64_t cols : kCols)
     for (int64_t rows : kRows)
       for (const Case& c : cases_for(salt++)) {
-        if (dtype_is_dense(c.dtype)) continue;  // dense kernels: KernelLinear.EverySchemeMatchesReference
+        if (dtype_is_dense(c.dtype) || !c.fits(cols)) continue;  // dense: KernelLinear.EverySchemeMatchesReference
         const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(rows * 104729 + cols));
         const auto lin = linear_for(P);
         const auto* sign = dynamic_cast<const SignLinear*>(lin.get());
-        ASSERT_EQ(sign != nullptr, c.dtype != DType::Q8);
+        ASSERT_EQ(sign != nullptr, c.dtype == DType::LSB1 || c.dtype == DType::PAPER);
         std::vector<float> gsum;
         if (sign) {
           const auto& m = sign->view();
@@ -226,7 +239,9 @@ TEST(KernelSimd, EveryTargetMatchesReference) {
             // start at a row that is not a multiple of the 4-row tile.
             std::vector<float> y(static_cast<size_t>(n * rows), NAN);
             const int64_t mid = rows / 2;
-            if (!sign) {
+            if (c.dtype == DType::NU || c.dtype == DType::VQ4) {
+              lin->forward(P.x.data(), n, y.data());  // dispatches to the forced target too
+            } else if (!sign) {
               const auto q = quant::Q8View::parse(P.blob, rows, cols, {});
               kernels::q8_gemm(q, P.x.data(), n, 0, mid, y.data(), rows);
               kernels::q8_gemm(q, P.x.data(), n, mid, rows, y.data(), rows);
@@ -289,6 +304,7 @@ TEST(KernelLinear, RowEqualsDequantizedRow) {
   int salt = 0;
   for (int64_t cols : {7, 129, 1000})
     for (const Case& c : cases_for(salt++)) {
+      if (!c.fits(cols)) continue;
       const Prepared P = prepare(c, 17, cols, 42);
       const auto lin = linear_for(P);
       const auto view = quant::open_blob(c.dtype, P.blob, 17, cols, c.params());

@@ -16,6 +16,8 @@ enum class DType : uint8_t {
   Q8 = 16,     // int8 with one f32 scale per row
   LSB1 = 17,   // sign bits x per-group scale + sparse fp16 outliers
   PAPER = 18,  // the seed paper's method: per-tensor mu/sigma, sign bits, fp16 outliers
+  NU = 19,     // learned non-uniform scalar levels x per-group scale
+  VQ4 = 20,    // learned codebook of 4-weight vectors x per-group scale
 };
 
 // Bytes of one element of a dense type; 0 for every other id (quantized blobs).

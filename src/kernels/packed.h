@@ -53,6 +53,25 @@ void sign_gemm(const SignMatrixView& w, const float* x, int64_t n, const float* 
 // The same product for a Q8 matrix, used in place.
 void q8_gemm(const quant::Q8View& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy);
 
+// Codes whose weights are a scale times a table entry (NU, VQ4). The tables and scales are in
+// float (converted once when the Linear is built); the indices are used in place.
+struct NuMatrixView {
+  int64_t rows = 0, cols = 0, words = 0, group = 0, ngroups = 0;
+  int bits = 0;
+  const float* levels = nullptr;     // [1 << bits]
+  const float* scales = nullptr;     // [rows * ngroups]
+  const uint64_t* planes = nullptr;  // [rows * bits * words], see quant/nu.h
+};
+struct Vq4MatrixView {
+  int64_t rows = 0, cols = 0, group = 0, ngroups = 0, row_words = 0;
+  int bits = 0;
+  const float* codebook = nullptr;  // [(1 << bits) * 4]
+  const float* scales = nullptr;    // [rows * ngroups]
+  const uint64_t* codes = nullptr;  // [rows * row_words], see quant/vq4.h
+};
+void nu_gemm(const NuMatrixView& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy);
+void vq4_gemm(const Vq4MatrixView& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy);
+
 // SIMD target the packed kernels dispatch to now (follows hwy::SetSupportedTargetsForTest).
 const char* packed_target_name();
 

@@ -9,11 +9,13 @@
 namespace lsb {
 
 // One row per scheme, defined beside each implementation.
-extern const LinearOps kDenseF32Linear, kDenseF16Linear, kDenseBF16Linear, kQ8Linear, kLsb1Linear, kPaperLinear;
+extern const LinearOps kDenseF32Linear, kDenseF16Linear, kDenseBF16Linear, kQ8Linear, kLsb1Linear, kPaperLinear,
+    kNuLinear, kVq4Linear;
 
 namespace {
-constexpr std::array<const LinearOps*, 6> kLinears = {&kDenseF32Linear, &kDenseF16Linear, &kDenseBF16Linear,
-                                                      &kQ8Linear,       &kLsb1Linear,     &kPaperLinear};
+constexpr std::array<const LinearOps*, 8> kLinears = {&kDenseF32Linear, &kDenseF16Linear, &kDenseBF16Linear,
+                                                      &kQ8Linear,       &kLsb1Linear,     &kPaperLinear,
+                                                      &kNuLinear,       &kVq4Linear};
 }  // namespace
 
 std::span<const LinearOps* const> all_linear_ops() { return kLinears; }

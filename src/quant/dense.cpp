@@ -83,13 +83,13 @@ struct Dense {
 
 }  // namespace
 
-extern const SchemeOps kF32Ops{DType::F32, "f32", "dense float32 (no loss)", Dense<DType::F32>::make_params,
+extern const SchemeOps kF32Ops{DType::F32, "f32", "dense float32 (no loss)", false, Dense<DType::F32>::make_params,
                                Dense<DType::F32>::fixed_bytes, Dense<DType::F32>::quantize_ref,
                                Dense<DType::F32>::quantize, Dense<DType::F32>::open};
-extern const SchemeOps kF16Ops{DType::F16, "f16", "dense float16, round to nearest even",
+extern const SchemeOps kF16Ops{DType::F16, "f16", "dense float16, round to nearest even", false,
                                Dense<DType::F16>::make_params, Dense<DType::F16>::fixed_bytes,
                                Dense<DType::F16>::quantize_ref, Dense<DType::F16>::quantize, Dense<DType::F16>::open};
-extern const SchemeOps kBF16Ops{DType::BF16, "bf16", "dense bfloat16, round to nearest even",
+extern const SchemeOps kBF16Ops{DType::BF16, "bf16", "dense bfloat16, round to nearest even", false,
                                 Dense<DType::BF16>::make_params, Dense<DType::BF16>::fixed_bytes,
                                 Dense<DType::BF16>::quantize_ref, Dense<DType::BF16>::quantize,
                                 Dense<DType::BF16>::open};

@@ -237,7 +237,7 @@ void Lsb1View::dequantize_row(int64_t r, float* out) const {
 }
 
 extern const SchemeOps kLsb1Ops{DType::LSB1, "lsb1",
-                                "sign bit x fp16 scale per group of G + top-alpha fp16 outliers per row",
+                                "sign bit x fp16 scale per group of G + top-alpha fp16 outliers per row", false,
                                 make_params, fixed_bytes, quantize_ref, quantize_fast, open};
 
 }  // namespace lsb::quant

@@ -255,7 +255,7 @@ void PaperView::dequantize_row(int64_t r, float* out) const {
 }
 
 extern const SchemeOps kPaperOps{DType::PAPER, "paper",
-                                 "seed method: per-tensor quantile outliers, sign bits around mu, scale sigma",
+                                 "seed method: per-tensor quantile outliers, sign bits around mu, scale sigma", false,
                                  make_params, fixed_bytes, quantize_ref, quantize_fast, open};
 
 }  // namespace lsb::quant

@@ -12,11 +12,12 @@
 namespace lsb::quant {
 
 // One row per scheme, defined in the scheme's own file.
-extern const SchemeOps kF32Ops, kF16Ops, kBF16Ops, kQ8Ops, kLsb1Ops, kPaperOps;
+extern const SchemeOps kF32Ops, kF16Ops, kBF16Ops, kQ8Ops, kLsb1Ops, kPaperOps, kNuOps, kVq4Ops;
 
 namespace {
 
-constexpr std::array<const SchemeOps*, 6> kSchemes = {&kF32Ops, &kF16Ops, &kBF16Ops, &kQ8Ops, &kLsb1Ops, &kPaperOps};
+constexpr std::array<const SchemeOps*, 8> kSchemes = {&kF32Ops,  &kF16Ops,   &kBF16Ops, &kQ8Ops,
+                                                      &kLsb1Ops, &kPaperOps, &kNuOps,   &kVq4Ops};
 
 bool same_name(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -37,6 +38,7 @@ SchemeOptions SchemeOptions::parse(std::string_view text, const std::string& whe
     if (k == "group") o.group_size = get_int(j, "group", where);
     else if (k == "alpha") o.outlier_ratio = to_float_checked(get_number(j, "alpha", where), "alpha", where);
     else if (k == "mean") o.use_mean = get_bool(j, "mean", where);
+    else if (k == "bits") o.bits = get_int(j, "bits", where);
     else fail(where, "unknown scheme parameter '{}'", k);
   }
   return o;

@@ -43,6 +43,7 @@ struct SchemeOptions {
   std::optional<int> group_size;       // "group": columns sharing one scale; 0 = the whole row
   std::optional<float> outlier_ratio;  // "alpha": fraction of each row kept exactly (fp16)
   std::optional<bool> use_mean;        // "mean": store a mean per group (lsb1)
+  std::optional<int> bits;             // "bits": code bits (nu: per weight; vq4: per vector of 4)
   // From a parameter text / JSON object; unknown keys and wrong types are errors.
   static SchemeOptions parse(std::string_view text, const std::string& where);
 };
@@ -78,6 +79,7 @@ struct SchemeOps {
   DType id;                  // on-disk id (base/dtype.h)
   std::string_view name;     // user-facing name: --scheme, --keep, metadata
   std::string_view summary;  // one line for --help and docs
+  bool uses_stats;           // rounds with the inputs' statistics (calibration) when given
   // Parameter codec: canonical text from options (defaults filled in); throws on invalid values.
   std::string (*make_params)(const SchemeOptions& options, const std::string& where);
   // Bytes of the sections whose size does not depend on the data: the whole blob for schemes

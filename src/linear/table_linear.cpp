@@ -1,0 +1,107 @@
+// NU and VQ4 tensors as Linears: indices used in place, the tables and group scales converted to
+// float once into the arena (kernels/packed.h).
+#include <vector>
+
+#include "base/error.h"
+#include "detail/row_blocks.h"
+#include "kernels/dense.h"
+#include "kernels/packed.h"
+#include "linear/linear.h"
+#include "quant/nu.h"
+#include "quant/vq4.h"
+
+namespace lsb {
+namespace {
+
+constexpr uint64_t kAllocSlack = 64;  // alignment one arena allocation may waste
+
+std::pmr::vector<float> to_float(const uint16_t* f16, int64_t n, std::pmr::memory_resource* mr) {
+  std::pmr::vector<float> v(static_cast<size_t>(n), mr);
+  kernels::rows_to_f32(DType::F16, f16, n, 0, 1, v.data());
+  return v;
+}
+
+std::string tensor_where(const std::string& where, const TensorInfo& info) {
+  return where + ": tensor '" + info.name + "'";
+}
+
+class NuLinear final : public Linear {
+ public:
+  NuLinear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where, const LinearLoad& load)
+      : Linear(info.name, info.rows(), info.cols()),
+        v_(quant::NuView::parse(blob, info.rows(), info.cols(), info.params,
+                                {.where = tensor_where(where, info), .check_content = load.check_content})),
+        levels_(v_.levels, v_.levels + (1 << v_.bits), load.arena),
+        scales_(to_float(v_.scales, v_.rows * v_.ngroups, load.arena)) {
+    m_ = {v_.rows, v_.cols, v_.words, v_.group, v_.ngroups, v_.bits, levels_.data(), scales_.data(), v_.planes};
+  }
+  void forward(const float* x, int64_t n, float* y) const override {
+    const int64_t R = rows(), C = cols();
+    detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
+      kernels::nu_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
+    });
+  }
+  void row(int64_t r, float* out) const override { v_.dequantize_row(r, out); }
+  uint64_t weight_bytes() const override {
+    return static_cast<uint64_t>(rows() * v_.bits * v_.words) * 8 + (levels_.size() + scales_.size()) * 4;
+  }
+  std::string kind() const override { return "nu"; }
+  static uint64_t arena_bytes(const TensorInfo& t, const BlobPeek&, const std::string& where) {
+    const quant::NuParams p = quant::NuParams::parse(t.params, tensor_where(where, t));
+    const quant::NuLayout L(t.rows(), t.cols(), p, where);
+    return 4ull * static_cast<uint64_t>(p.levels()) + 4ull * static_cast<uint64_t>(t.rows() * L.ngroups) +
+           2 * kAllocSlack;
+  }
+
+ private:
+  quant::NuView v_;
+  std::pmr::vector<float> levels_, scales_;
+  kernels::NuMatrixView m_;
+};
+
+class Vq4Linear final : public Linear {
+ public:
+  Vq4Linear(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where, const LinearLoad& load)
+      : Linear(info.name, info.rows(), info.cols()),
+        v_(quant::Vq4View::parse(blob, info.rows(), info.cols(), info.params,
+                                 {.where = tensor_where(where, info), .check_content = load.check_content})),
+        codebook_(to_float(v_.codebook, int64_t{4} << v_.bits, load.arena)),
+        scales_(to_float(v_.scales, v_.rows * v_.ngroups, load.arena)) {
+    m_ = {v_.rows, v_.cols, v_.group, v_.ngroups, v_.row_words, v_.bits, codebook_.data(), scales_.data(), v_.codes};
+  }
+  void forward(const float* x, int64_t n, float* y) const override {
+    const int64_t R = rows(), C = cols();
+    detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
+      kernels::vq4_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
+    });
+  }
+  void row(int64_t r, float* out) const override { v_.dequantize_row(r, out); }
+  uint64_t weight_bytes() const override {
+    return static_cast<uint64_t>(rows() * v_.row_words) * 8 + (codebook_.size() + scales_.size()) * 4;
+  }
+  std::string kind() const override { return "vq4"; }
+  static uint64_t arena_bytes(const TensorInfo& t, const BlobPeek&, const std::string& where) {
+    const quant::Vq4Params p = quant::Vq4Params::parse(t.params, tensor_where(where, t));
+    const quant::Vq4Layout L(t.rows(), t.cols(), p, where);
+    return 16ull * static_cast<uint64_t>(p.entries()) + 4ull * static_cast<uint64_t>(t.rows() * L.ngroups) +
+           2 * kAllocSlack;
+  }
+
+ private:
+  quant::Vq4View v_;
+  std::pmr::vector<float> codebook_, scales_;
+  kernels::Vq4MatrixView m_;
+};
+
+template <class T>
+std::unique_ptr<Linear> make(const TensorInfo& info, std::span<const std::byte> blob, const std::string& where,
+                             const LinearLoad& load) {
+  return std::make_unique<T>(info, blob, where, load);
+}
+
+}  // namespace
+
+extern const LinearOps kNuLinear{DType::NU, make<NuLinear>, NuLinear::arena_bytes};
+extern const LinearOps kVq4Linear{DType::VQ4, make<Vq4Linear>, Vq4Linear::arena_bytes};
+
+}  // namespace lsb

@@ -1,0 +1,59 @@
+// VQ4: vector quantization of 4 consecutive weights. Each tensor has a codebook of 2^bits
+// vectors of 4 (learned from the tensor), each (row, group) an f16 scale s; the 4 weights
+// 4j..4j+3 of a row are s * codebook[index_j]: bits / 4 bits per weight, plus the scales.
+// Parameters: {"bits": 4..12, "group": G (a multiple of 16)}; columns must be a multiple of 4.
+// Blob (sections at multiples of 64 from the blob start):
+//   codebook  f16[2^bits * 4]         finite
+//   scales    f16[rows * ngroups]     finite, >= 0
+//   codes     u64[rows * row_words]   per row, the (cols / 4) indices as `bits`-bit fields, least
+//                                     significant first; row_words = ceil(cols / 4 * bits / 64);
+//                                     padding bits 0
+// Rules (docs/QUANT.md): the codebook by importance-weighted k-means on 4-vectors of weights
+// divided by their group's RMS; scales by a grid search and least-squares refits per group;
+// indices by GPTQ over vectors when the input statistics are given, else plain rounding to the
+// nearest codeword under the diagonal importances.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "quant/scheme.h"
+
+namespace lsb::quant {
+
+struct Vq4Params {
+  int bits = 8;
+  int group_size = 256;
+  static Vq4Params from(const SchemeOptions& o, const std::string& where);
+  static Vq4Params parse(std::string_view text, const std::string& where);
+  std::string text() const;
+  int entries() const { return 1 << bits; }
+};
+
+struct Vq4Layout {
+  int64_t group = 0, ngroups = 0, row_words = 0;
+  uint64_t codebook = 0, scales = 0, codes = 0, size = 0;
+  Vq4Layout(int64_t rows, int64_t cols, const Vq4Params& p, const std::string& where);
+};
+
+class Vq4View final : public BlobView {
+ public:
+  static Vq4View parse(std::span<const std::byte> blob, int64_t rows, int64_t cols, std::string_view params,
+                       const OpenArgs& args);
+  void dequantize_row(int64_t r, float* out) const override;
+  uint32_t index(int64_t r, int64_t j) const;  // of the vector at columns 4j..4j+3
+
+  int64_t rows = 0, cols = 0, group = 0, ngroups = 0, row_words = 0;
+  int bits = 0;
+  const uint16_t* codebook = nullptr;  // f16 [2^bits * 4]
+  const uint16_t* scales = nullptr;    // f16 [rows * ngroups]
+  const uint64_t* codes = nullptr;     // [rows * row_words]
+};
+
+// The codebook VQ4 learns for a matrix (exposed for tests): 2^bits * 4 values, f16-rounded.
+std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols, int bits, int64_t group,
+                                      const float* col_imp);
+
+}  // namespace lsb::quant

@@ -1,0 +1,216 @@
+// Hessian-aware rounding (quant/gptq.h) and the calibrated schemes built on it (NU, VQ4).
+#include <omp.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "quant/gptq.h"
+#include "quant/nu.h"
+#include "quant/scheme.h"
+#include "quant/stats.h"
+#include "quant/vq4.h"
+#include "base/fp16.h"
+
+namespace q = lsb::quant;
+using lsb::DType;
+
+namespace {
+
+// Inputs with strongly correlated columns (a few latent factors plus noise, columns of very
+// different scales), as activations are: where error feedback pays.
+std::vector<float> correlated_inputs(int64_t n, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  constexpr int kFactors = 8;
+  std::vector<float> mix(static_cast<size_t>(kFactors * cols)), scale(static_cast<size_t>(cols));
+  for (float& v : mix) v = d(rng);
+  for (int64_t j = 0; j < cols; ++j) scale[j] = 0.2f + 3.0f * std::fabs(d(rng));
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (int64_t t = 0; t < n; ++t) {
+    float f[kFactors];
+    for (float& v : f) v = d(rng);
+    for (int64_t j = 0; j < cols; ++j) {
+      float v = 0.3f * d(rng);
+      for (int k = 0; k < kFactors; ++k) v += f[k] * mix[k * cols + j];
+      x[t * cols + j] = v * scale[j];
+    }
+  }
+  return x;
+}
+
+std::vector<float> weights(int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (float& v : w) v = d(rng);
+  return w;
+}
+
+// Sum over the inputs of ||(W - Q) x||^2: the output error the rounding should keep small.
+double output_error(const std::vector<float>& w, const std::vector<float>& qw, const std::vector<float>& x,
+                    int64_t rows, int64_t cols) {
+  const int64_t n = static_cast<int64_t>(x.size()) / cols;
+  double e = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < n; ++t) {
+      double y = 0;
+      for (int64_t j = 0; j < cols; ++j) y += (static_cast<double>(w[r * cols + j]) - qw[r * cols + j]) * x[t * cols + j];
+      e += y * y;
+    }
+  return e;
+}
+
+struct Case {
+  DType dtype;
+  int bits, group;
+};
+const Case kCases[] = {{DType::NU, 2, 32}, {DType::NU, 3, 64}, {DType::VQ4, 6, 32}, {DType::VQ4, 8, 64}};
+
+std::string params(const Case& c) {
+  q::SchemeOptions o;
+  o.bits = c.bits;
+  o.group_size = c.group;
+  return q::make_params(c.dtype, o, "test");
+}
+
+std::vector<float> roundtrip(const Case& c, const std::vector<float>& w, int64_t rows, int64_t cols,
+                             const q::InputStats* stats, bool reference = false) {
+  const std::string text = params(c);  // QuantizeArgs holds a view: keep the text alive
+  const q::QuantizeArgs a{.w = w.data(), .rows = rows, .cols = cols, .params = text, .stats = stats};
+  const auto blob = reference ? q::quantize_reference(c.dtype, a) : q::quantize(c.dtype, a);
+  std::vector<float> out(w.size());
+  q::dequantize(c.dtype, blob, rows, cols, params(c), out.data());
+  return out;
+}
+
+}  // namespace
+
+TEST(Gptq, StatisticsLowerTheOutputError) {
+  constexpr int64_t rows = 48, cols = 128;
+  const auto w = weights(rows, cols, 1);
+  const auto x = correlated_inputs(512, cols, 2);
+  q::InputStats full(cols, true), diag(cols, false);
+  full.add(x.data(), 512);
+  diag.add(x.data(), 512);
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(params(c));
+    const double plain = output_error(w, roundtrip(c, w, rows, cols, nullptr), x, rows, cols);
+    const double weighted = output_error(w, roundtrip(c, w, rows, cols, &diag), x, rows, cols);
+    const double gptq = output_error(w, roundtrip(c, w, rows, cols, &full), x, rows, cols);
+    EXPECT_LT(gptq, 0.85 * plain);
+    EXPECT_LT(gptq, weighted);
+  }
+}
+
+TEST(Gptq, FastAgreesWithTheReference) {
+  constexpr int64_t rows = 24, cols = 96;
+  const auto w = weights(rows, cols, 3);
+  const auto x = correlated_inputs(300, cols, 4);
+  q::InputStats stats(cols, true);
+  stats.add(x.data(), 300);
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(params(c));
+    const auto fast = roundtrip(c, w, rows, cols, &stats);
+    const auto ref = roundtrip(c, w, rows, cols, &stats, /*reference=*/true);
+    const double ef = output_error(w, fast, x, rows, cols), er = output_error(w, ref, x, rows, cols);
+    EXPECT_NEAR(ef, er, 0.05 * er);
+    // Float (fast) and double (reference) arithmetic round a few weights differently, no more.
+    int same = 0;
+    for (size_t i = 0; i < fast.size(); ++i) same += fast[i] == ref[i];
+    EXPECT_GT(same, static_cast<int>(0.9 * fast.size()));
+    // Without statistics both are plain rounding, byte for byte the same.
+    EXPECT_EQ(roundtrip(c, w, rows, cols, nullptr), roundtrip(c, w, rows, cols, nullptr, true));
+  }
+}
+
+TEST(Gptq, BytesDoNotDependOnTheThreadCount) {
+  constexpr int64_t rows = 70, cols = 128;
+  const auto w = weights(rows, cols, 5);
+  const auto x = correlated_inputs(256, cols, 6);
+  q::InputStats stats(cols, true);
+  stats.add(x.data(), 256);
+  const int saved = omp_get_max_threads();
+  for (const Case& c : kCases) {
+    const std::string text = params(c);
+    const q::QuantizeArgs a{.w = w.data(), .rows = rows, .cols = cols, .params = text, .stats = &stats};
+    omp_set_num_threads(1);
+    const auto one = q::quantize(c.dtype, a);
+    omp_set_num_threads(2);
+    const auto two = q::quantize(c.dtype, a);
+    EXPECT_EQ(one, two) << params(c);
+  }
+  omp_set_num_threads(saved);
+}
+
+// Columns that never saw an input and statistics of fewer tokens than columns (a singular H)
+// still quantize: dead columns are free, damping makes H invertible.
+TEST(Gptq, DeadColumnsAndSingularStatistics) {
+  constexpr int64_t rows = 16, cols = 64;
+  const auto w = weights(rows, cols, 7);
+  auto x = correlated_inputs(20, cols, 8);  // 20 tokens < 64 columns
+  for (int64_t t = 0; t < 20; ++t) x[t * cols + 5] = 0.0f;
+  q::InputStats stats(cols, true);
+  stats.add(x.data(), 20);
+  for (const Case& c : kCases) {
+    const auto out = roundtrip(c, w, rows, cols, &stats);
+    for (float v : out) ASSERT_TRUE(std::isfinite(v));
+  }
+  q::InputStats wrong(cols + 4, true);
+  EXPECT_THROW(q::quantize(DType::NU, {.w = w.data(), .rows = rows, .cols = cols, .params = params(kCases[0]),
+                                       .stats = &wrong}),
+               lsb::Error);
+}
+
+TEST(Nu, LevelsAndReconstruction) {
+  constexpr int64_t rows = 20, cols = 96;
+  const auto w = weights(rows, cols, 9);
+  const std::vector<float> ones(cols, 1.0f);
+  for (int bits : {2, 3, 4}) {
+    const auto lv = q::nu_learn_levels(w.data(), rows, cols, 1 << bits, 32, ones.data());
+    ASSERT_EQ(lv.size(), size_t{1} << bits);
+    for (size_t k = 1; k < lv.size(); ++k) EXPECT_LT(lv[k - 1], lv[k]);
+    const Case c{DType::NU, bits, 32};
+    const auto blob = q::quantize(DType::NU, {.w = w.data(), .rows = rows, .cols = cols, .params = params(c)});
+    const auto v = q::NuView::parse(blob, rows, cols, params(c), {});
+    std::vector<float> row(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      v.dequantize_row(r, row.data());
+      for (int64_t j = 0; j < cols; ++j)
+        EXPECT_EQ(row[j], lsb::f16_to_f32(v.scales[r * v.ngroups + j / 32]) * v.levels[v.index(r, j)]);
+    }
+    // More levels, less error.
+    if (bits > 2) {
+      const double e_more = output_error(w, roundtrip(c, w, rows, cols, nullptr), std::vector<float>(cols, 1.0f), rows, cols);
+      const double e_less =
+          output_error(w, roundtrip({DType::NU, bits - 1, 32}, w, rows, cols, nullptr), std::vector<float>(cols, 1.0f), rows, cols);
+      EXPECT_LT(e_more, e_less);
+    }
+  }
+}
+
+TEST(Vq4, CodebookAndReconstruction) {
+  constexpr int64_t rows = 40, cols = 128;
+  const auto w = weights(rows, cols, 10);
+  const Case c{DType::VQ4, 6, 64};
+  const auto blob = q::quantize(DType::VQ4, {.w = w.data(), .rows = rows, .cols = cols, .params = params(c)});
+  const auto v = q::Vq4View::parse(blob, rows, cols, params(c), {});
+  std::vector<float> row(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    v.dequantize_row(r, row.data());
+    for (int64_t j = 0; j < cols; ++j)
+      EXPECT_EQ(row[j], lsb::f16_to_f32(v.scales[r * v.ngroups + j / 64]) *
+                            lsb::f16_to_f32(v.codebook[v.index(r, j / 4) * 4 + j % 4]));
+  }
+  // Bits per weight as documented: bits/4 per weight + an f16 scale per group + the codebook.
+  EXPECT_EQ(blob.size(), q::scheme(DType::VQ4).fixed_bytes(rows, cols, params(c), "t"));
+  EXPECT_THROW(q::quantize(DType::VQ4, {.w = w.data(), .rows = rows, .cols = 126, .params = params(c)}), lsb::Error);
+  // More bits, less error.
+  const double e6 = output_error(w, roundtrip(c, w, rows, cols, nullptr), std::vector<float>(cols, 1.0f), rows, cols);
+  const double e8 =
+      output_error(w, roundtrip({DType::VQ4, 8, 64}, w, rows, cols, nullptr), std::vector<float>(cols, 1.0f), rows, cols);
+  EXPECT_LT(e8, e6);
+}
