@@ -256,6 +256,8 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
         {"rules", std::move(rules)},
         {"base_scheme", std::string(quant::scheme_name(recipe.base))}}},
       {"tensors", std::move(tensors)}};
+  // Kept so that `lsb serve` and `lsb chat` on the .lsb file format conversations as the source did.
+  if (const std::string tmpl = src->chat_template(); !tmpl.empty()) meta["chat_template"] = tmpl;
   rep.output_bytes = writer.finish(std::move(meta));
 
   rep.bpw = rep.params ? static_cast<double>(rep.output_bytes) * 8.0 / static_cast<double>(rep.params) : 0.0;
