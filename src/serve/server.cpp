@@ -372,8 +372,11 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
         if (ok) sink.done();
         return ok;
       },
-      [job](bool success) {
-        if (!success) job->cancel();
+      [job, this, t0, path = req.path, what](bool success) {
+        if (success) return;
+        job->cancel();  // the client went away (or the server stops): the job ends at its next token
+        log(fmt::format("POST {} -> 499 (client gone) streamed {}: cancelled after {:.0f} ms", path, what,
+                        std::chrono::duration<double, std::milli>(Clock::now() - t0).count()));
       });
 }
 
