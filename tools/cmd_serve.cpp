@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -112,11 +113,31 @@ void add_serve(CLI::App& app) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
-    Session s = open_session(o->model, o->tokenizer, true, ro);
+    // The model's share of --mem-budget is what the streamer's messages name: say where the rest went.
+    auto with_reserve = [&](const Error& e) {
+      if (ro.mem_budget == 0) return e;
+      return Error(fmt::format("{} (lsb serve keeps {:.0f} MiB of --mem-budget {:.0f} MiB for {} connections with bodies "
+                               "of up to {} KiB: --http-threads, --max-body)",
+                               e.what(), reserve / 1048576.0, (ro.mem_budget + reserve) / 1048576.0, o->http_threads,
+                               o->max_body / 1024));
+    };
+    std::optional<Session> opened;
+    try {
+      opened.emplace(open_session(o->model, o->tokenizer, true, ro));
+    } catch (const Error& e) {
+      throw with_reserve(e);
+    }
+    Session& s = *opened;
     const ModelConfig& cfg = s.model->config();
     const int ctx = o->ctx > 0 ? o->ctx : std::min(cfg.max_seq_len > 0 ? cfg.max_seq_len : 2048, 2048);
     serve::TemplateChoice tc = serve::choose_template(choice_name, s.source->chat_template(), o->model);
-    serve::Engine engine(*s.model, *s.tokenizer, {ctx, o->queue, o->threads});
+    std::optional<serve::Engine> started;
+    try {
+      started.emplace(*s.model, *s.tokenizer, serve::EngineOptions{ctx, o->queue, o->threads});
+    } catch (const Error& e) {
+      throw with_reserve(e);
+    }
+    serve::Engine& engine = *started;
 
     serve::ServerOptions so;
     so.host = o->host;
