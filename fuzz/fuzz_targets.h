@@ -21,6 +21,9 @@
 #include "base/error.h"
 #include "model/model_tensors.h"
 #include "model/tokenizer.h"
+#include "serve/api.h"
+#include "serve/chat_template.h"
+#include "serve/stop_matcher.h"
 #include "fuzz_util.h"
 
 namespace lsbfuzz {
@@ -227,6 +230,47 @@ inline void gguf(const uint8_t* data, size_t size) {
       (void)tok->decode(tok->encode("the cat \xC3\xA9\xFF", true));
     }
   } catch (const lsb::Error&) {
+  }
+}
+
+// libFuzzer harness: an HTTP request body of lsb serve, through the parser of both endpoints
+// (/v1/completions and /v1/chat/completions). A refusal must be an ApiError with a 4xx status and
+// an error body that serialises; an accepted request must hold what the server relies on (at most
+// 4 stop strings, a non-empty conversation that every chat template renders, a prompt of ids or
+// text) and its response bodies must serialise whatever bytes it carries.
+inline void request(const uint8_t* data, size_t size) {
+  using namespace lsb::serve;
+  const std::string_view body(reinterpret_cast<const char*>(data), size);
+  for (Endpoint ep : {Endpoint::Completions, Endpoint::ChatCompletions}) {
+    CompletionRequest r;
+    try {
+      r = parse_request(body, ep);
+    } catch (const ApiError& e) {
+      if (e.status() < 400 || e.status() > 499) __builtin_trap();
+      (void)dump(e.body());
+      continue;
+    }
+    if (r.stop.size() > 4) __builtin_trap();
+    for (const std::string& s : r.stop)
+      if (s.empty()) __builtin_trap();
+    if (r.temperature < 0 || r.temperature > 2 || !(r.top_p > 0 && r.top_p <= 1)) __builtin_trap();
+    std::string text = r.prompt;
+    if (ep == Endpoint::ChatCompletions) {
+      if (r.messages.empty()) __builtin_trap();
+      for (TemplateFamily f : all_template_families()) text += render_chat(f, r.messages).text();
+    } else if (r.prompt_is_ids == r.prompt_ids.empty()) {
+      __builtin_trap();
+    }
+    // The stop strings on the text, fed in pieces of 3 bytes: without a stop, everything comes out.
+    StopMatcher m(r.stop);
+    std::string out;
+    for (size_t i = 0; i < text.size(); i += 3) out += m.feed(std::string_view(text).substr(i, 3));
+    out += m.flush();
+    if (!m.stopped() && out != text) __builtin_trap();
+    if (m.stopped() && text.find(out) != 0) __builtin_trap();
+    const ResponseMeta meta{"cmpl-x", 0, r.model, ep};
+    (void)dump(completion_body(meta, text, "stop", {}, {}));
+    (void)dump(chunk_body(meta, text, nullptr, true));
   }
 }
 

@@ -166,8 +166,9 @@ int main(int argc, char** argv) try {
   fs::create_directories(tmp);
   out("safetensors", "tiny_f32", safetensors(tiny(true), lsb::DType::F32, tmp / "a.safetensors"));
   out("safetensors", "tiny_bf16", safetensors(tiny(true), lsb::DType::BF16, tmp / "b.safetensors"));
-  out("safetensors", "tiny_f16", safetensors({tiny(true).begin(), tiny(true).begin() + 3}, lsb::DType::F16,
-                                             tmp / "c.safetensors"));
+  // (One vector: the first three tensors were taken with iterators of two different temporaries.)
+  const std::vector<T> all = tiny(true);
+  out("safetensors", "tiny_f16", safetensors({all.begin(), all.begin() + 3}, lsb::DType::F16, tmp / "c.safetensors"));
   out("safetensors", "gpt2_head_4k", slurp(shared / "models/gpt2-attn-proj/gpt2_attn_c_proj.safetensors", 4096));
   out("config", "bookworm-27m", slurp(shared / "models/bookworm-27m/config.json"));
   out("config", "tiny_tied",
@@ -192,6 +193,16 @@ int main(int argc, char** argv) try {
   out("llama2c", "tiny_untied", llama2c(false));
   out("llama2c", "stories260K_head", slurp(shared / "models/stories260K/stories260K.bin", 4096));
   out("llama2c_tokenizer", "tok512", slurp(shared / "models/stories260K/tok512.bin"));
+  // lsb serve's request bodies: each endpoint's fields, content parts, token-id prompts, stops.
+  out("request", "completion",
+      R"({"model":"bw","prompt":"It is a truth","max_tokens":16,"temperature":0,"top_p":0.9,"seed":7,"stop":["\n\n","END"],"stream":true,"stream_options":{"include_usage":true},"echo":false})");
+  out("request", "completion_ids", R"({"prompt":[1,450,2000,7.0],"max_tokens":null,"n":1,"logprobs":null,"ignore_eos":true})");
+  out("request", "chat",
+      R"({"model":"bw","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello!"},{"role":"user","content":"Who are you?"}],"max_completion_tokens":32,"stop":"<|im_end|>"})");
+  out("request", "chat_parts",
+      R"({"messages":[{"role":"developer","content":[{"type":"text","text":"a"},{"type":"text","text":"\u00e9\ud83d\ude00"}]},{"role":"user","content":"x"}],"response_format":{"type":"text"},"tools":[],"presence_penalty":0})");
+  out("request", "bad_types", R"({"prompt":5,"messages":"hi","max_tokens":"10","temperature":3,"stop":[1]})");
+  out("request", "truncated", R"({"messages":[{"role":"user","content":"Hi)");
   out("gguf", "tiny_f32_vocab", gguf(true, lsb::kGgmlF32, true, 3));
   out("gguf", "tiny_f16_untied", gguf(false, lsb::kGgmlF16, false, 3));
   out("gguf", "tiny_bf16_v2", gguf(true, lsb::kGgmlBF16, false, 2));

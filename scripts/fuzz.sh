@@ -7,12 +7,12 @@
 #   scripts/fuzz.sh merge [TARGET..]       minimise the new inputs into fuzz/corpus/<target>/
 #   scripts/fuzz.sh seeds                  (re)write the seed inputs with the project's own writers
 #                                          (fuzz/make_seeds.cpp, built in ./build)
-# Targets: safetensors config hf_index llama2c llama2c_tokenizer lsb gguf. Findings (crash-*,
+# Targets: safetensors config hf_index llama2c llama2c_tokenizer lsb gguf request. Findings (crash-*,
 # leak-*, timeout-*, oom-*) are written to build-fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${LSB_FUZZ_BUILD:-build-fuzz}
-ALL=(safetensors config hf_index llama2c llama2c_tokenizer lsb gguf)
+ALL=(safetensors config hf_index llama2c llama2c_tokenizer lsb gguf request)
 
 build() {
   CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLSB_FUZZ=ON \

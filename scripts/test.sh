@@ -19,6 +19,9 @@ if [[ "${LSB_SKIP_SANITIZE:-0}" != 1 ]]; then
   # which ASan's shadow memory and quarantine make meaningless.
   SLOW='EvalPerplexity.*:ModelBookworm.*:GgufLogits.*:GgufCli.*:GgufTokenizer.*:FormatPassthrough.*'
   SLOW+=':CompressBookworm.*:CompareCli.*:SynthModel.StreamsWithSmallMemory'
+  # lsb serve / lsb chat as processes on bookworm-27m: the server's code runs here in-process
+  # (ServeHttp.*); the CLI tests would load the model in a sanitized child each time.
+  SLOW+=':ServeCli.*'
   # Streaming's budget tests measure RSS (or run lsb under a budget); its equality tests run here,
   # so the reader and builder threads are exercised under the sanitizers.
   SLOW+=':Streaming.TooSmallBudgetIsRefusedWithTheMinimum:Streaming.PeakRssStaysWithinBudgetAndTextMatches'

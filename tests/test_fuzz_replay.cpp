@@ -22,7 +22,7 @@ const std::map<std::string, Target>& targets() {
       {"safetensors", lsbfuzz::safetensors},   {"config", lsbfuzz::config},
       {"hf_index", lsbfuzz::hf_index},         {"llama2c", lsbfuzz::llama2c},
       {"llama2c_tokenizer", lsbfuzz::llama2c_tokenizer}, {"lsb", lsbfuzz::lsb_file},
-      {"gguf", lsbfuzz::gguf}};
+      {"gguf", lsbfuzz::gguf},                 {"request", lsbfuzz::request}};
   return t;
 }
 
@@ -60,7 +60,7 @@ TEST_P(Corpus, LoadsOrFailsCleanly) { EXPECT_GT(replay(GetParam()), 0u); }
 
 INSTANTIATE_TEST_SUITE_P(FuzzReplay, Corpus,
                          ::testing::Values("safetensors", "config", "hf_index", "llama2c", "llama2c_tokenizer", "lsb",
-                                           "gguf"),
+                                           "gguf", "request"),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 }  // namespace

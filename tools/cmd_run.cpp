@@ -36,7 +36,11 @@ void add_run(CLI::App& app) {
   c->callback([o]() {
     set_threads(o->threads);
     Session s = open_session(o->model, o->tokenizer, true, o->mopt.get());
-    GenerateOptions g{o->n, o->temp, o->top_p, o->seed};
+    GenerateOptions g;
+    g.n_new = o->n;
+    g.temperature = o->temp;
+    g.top_p = o->top_p;
+    g.seed = o->seed;
     auto on_text = [&](const std::string& t) {
       if (o->json) return;
       std::fwrite(t.data(), 1, t.size(), stdout);

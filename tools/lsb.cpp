@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   lsb::cli::add_inspect(app);
   lsb::cli::add_synth(app);
   lsb::cli::add_bench(app);
+  lsb::cli::add_serve(app);
+  lsb::cli::add_chat(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

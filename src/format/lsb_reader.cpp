@@ -236,6 +236,11 @@ std::span<const std::byte> LsbReader::data(const TensorInfo& t) const {
   return file_.range(entries_[i].data_offset, entries_[i].data_size, "tensor data");
 }
 
+std::string LsbReader::chat_template() const {
+  auto it = metadata_.find("chat_template");
+  return it != metadata_.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 TokenizerBlob LsbReader::tokenizer() const {
   TokenizerBlob b;
   b.kind = static_cast<TokenizerBlob::Kind>(header_.tokenizer_kind);

@@ -27,6 +27,8 @@ class LsbReader : public TensorSource {
   // Verifies the tensor's checksum (and blob structure) on first access.
   std::span<const std::byte> data(const TensorInfo& t) const override;
   TokenizerBlob tokenizer() const override;
+  // metadata "chat_template" (written by compress from the source's), "" when absent.
+  std::string chat_template() const override;
   std::string describe() const override { return file_.path(); }
   std::string_view format_name() const override { return "lsb"; }
 

@@ -402,6 +402,11 @@ std::span<const std::byte> GgufSource::data(const TensorInfo& t) const {
   return std::as_bytes(std::span<const float>(found->second));
 }
 
+std::string GgufSource::chat_template() const {
+  auto it = kv_.find("tokenizer.chat_template");
+  return it != kv_.end() && it->second.type == GgufType::STRING ? std::string(it->second.str) : std::string();
+}
+
 TokenizerBlob GgufSource::tokenizer() const {
   const std::string& path = file_.path();
   auto model = kv_.find("tokenizer.ggml.model");

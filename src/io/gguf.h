@@ -73,6 +73,8 @@ class GgufSource : public TensorSource {
   // when the file has no "llama" vocabulary; throws when the vocabulary breaks the llama
   // conventions that algorithm relies on (bos 1, eos 2, byte pieces <0x00>..<0xFF> at ids 3..258).
   TokenizerBlob tokenizer() const override;
+  // Metadata "tokenizer.chat_template" when it is a string.
+  std::string chat_template() const override;
   std::string describe() const override { return file_.path(); }
   std::string_view format_name() const override { return "gguf"; }
 

@@ -99,6 +99,25 @@ std::span<const std::byte> HfFolderSource::data(const TensorInfo& t) const {
   return shards_[it->second]->data(t.name);
 }
 
+std::string HfFolderSource::chat_template() const {
+  const std::string path = (fs::path(folder_) / "tokenizer_config.json").string();
+  if (!fs::exists(path)) return {};
+  const nlohmann::json j = read_json_file(path);
+  if (!j.is_object() || !j.contains("chat_template")) return {};
+  const nlohmann::json& t = j["chat_template"];
+  if (t.is_null()) return {};
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array() && !t.empty()) {
+    const nlohmann::json* pick = nullptr;
+    for (const nlohmann::json& e : t)
+      if (e.is_object() && e.value("name", nlohmann::json()) == "default") pick = &e;
+    if (!pick) pick = &t.front();
+    if (pick->is_object() && pick->contains("template") && (*pick)["template"].is_string())
+      return (*pick)["template"].get<std::string>();
+  }
+  fail(path, "chat_template is neither a string nor a list of {{name, template}} objects");
+}
+
 TokenizerBlob HfFolderSource::tokenizer() const {
   const std::string path = (fs::path(folder_) / "tokenizer.model").string();
   if (!fs::exists(path)) return {};

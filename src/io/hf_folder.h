@@ -21,6 +21,9 @@ class HfFolderSource : public TensorSource {
   const std::vector<TensorInfo>& tensors() const override { return tensors_; }
   std::span<const std::byte> data(const TensorInfo& t) const override;
   TokenizerBlob tokenizer() const override;
+  // "chat_template" of tokenizer_config.json: a string, or a list of {name, template} (the one
+  // named "default", else the first). Throws naming the file when it is present but malformed.
+  std::string chat_template() const override;
   std::string describe() const override { return folder_; }
   std::string_view format_name() const override { return "hf-folder"; }
 

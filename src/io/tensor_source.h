@@ -53,6 +53,10 @@ class TensorSource {
   virtual std::span<const std::byte> data(const TensorInfo& t) const = 0;
   // Tokenizer found with the model (may be Kind::None).
   virtual TokenizerBlob tokenizer() const { return {}; }
+  // The chat template that came with the model, as its authors wrote it (Jinja text from a
+  // Hugging Face folder's tokenizer_config.json, GGUF's tokenizer.chat_template, kept in .lsb
+  // metadata); "" when there is none.
+  virtual std::string chat_template() const { return {}; }
   // Path or description used in error messages.
   virtual std::string describe() const = 0;
   // What kind of input this is: "hf-folder", "safetensors", "llama2c", "gguf", "lsb" (provenance).

@@ -21,6 +21,10 @@ class Tokenizer {
   virtual int vocab_size() const = 0;
   virtual int bos_id() const { return 1; }
   virtual int eos_id() const { return 2; }
+  // Id of the one piece whose text is exactly `piece` (a special piece such as "<|im_end|>"),
+  // or -1 when there is none: chat templates encode their markers as such ids where the
+  // tokenizer has them, as text otherwise.
+  virtual int piece_id(std::string_view piece) const { return -1; }
 };
 
 // Builds a tokenizer from the raw bytes of its file (what a .lsb file embeds). Throws lsb::Error

@@ -101,6 +101,10 @@ class SentencePieceTokenizer final : public Tokenizer {
   int vocab_size() const override { return sp_.GetPieceSize(); }
   int bos_id() const override { return bos_; }
   int eos_id() const override { return eos_; }
+  int piece_id(std::string_view piece) const override {
+    const int id = sp_.PieceToId(piece);
+    return (id >= 0 && !sp_.IsUnknown(id) && sp_.IdToPiece(id) == piece) ? id : -1;
+  }
 
   std::vector<int> encode(std::string_view text, bool add_bos) const override {
     std::vector<int> ids;

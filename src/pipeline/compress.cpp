@@ -342,6 +342,8 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
         {"rules", std::move(rules)},
         {"base_scheme", std::string(quant::scheme_name(recipe.base))}}},
       {"tensors", std::move(tensors)}};
+  // Kept so that `lsb serve` and `lsb chat` on the .lsb file format conversations as the source did.
+  if (const std::string tmpl = src->chat_template(); !tmpl.empty()) meta["chat_template"] = tmpl;
   if (rep.calibrated) meta["calibration"] = calibration_json(rep.calibration, opt.calib);
   if (!opt.allocation.is_null()) meta["allocation"] = opt.allocation;
   rep.output_bytes = writer.finish(std::move(meta));

@@ -3,7 +3,7 @@
 # must name that floor or one below it (docs/DESIGN.md), so the graph has no cycle; private
 # headers (a floor's detail/ folder) are included only from their own floor; the library never
 # includes the tools. Prints the graph and fails on the first violation.
-set(FLOORS base io quant kernels format linear model runtime pipeline eval)
+set(FLOORS base io quant kernels format linear model runtime pipeline eval serve)
 set(violations "")
 set(edges "")
 list(LENGTH FLOORS n)

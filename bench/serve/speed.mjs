@@ -1,0 +1,92 @@
+// Prompt and decode speed through `lsb serve` against `lsb bench` on the same model and threads
+// (issue 13, must-show 5). lsb bench times a forward pass over a batch of P prompt tokens and D
+// tokens decoded one at a time; the server gets the same work as a streamed completion whose
+// prompt is P token ids and whose answer is D tokens (ignore_eos, greedy). Two readings of the
+// server: the engine's own timings (the "timings" object of the usage chunk) and the client's
+// clock (prompt: P / time to the first chunk; decode: (D-1) / time from the first chunk to the
+// last). Rounds alternate one lsb bench run (--reps 3: its median leaves out a first repetition
+// that pays for first touches) and one request, so that both see the same load on the machine;
+// the medians are compared, and must agree within 10 %.
+//   node bench/serve/speed.mjs [--model PATH] [--threads 2] [--prompt 128] [--decode 64] [--rounds 9]
+import { execFileSync } from "node:child_process";
+import { BOOKWORM, LSB, check, failed, startServer } from "./lib.mjs";
+
+const opt = { model: BOOKWORM, threads: 2, prompt: 128, decode: 64, rounds: 9 };
+for (let i = 2; i < process.argv.length; i += 2) {
+  const k = process.argv[i].replace(/^--/, "");
+  if (!(k in opt)) throw new Error(`unknown option ${process.argv[i]}`);
+  opt[k] = k === "model" ? process.argv[i + 1] : Number(process.argv[i + 1]);
+}
+const P = opt.prompt, D = opt.decode, T = String(opt.threads);
+const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+
+function bench() {
+  const j = JSON.parse(execFileSync(LSB, ["bench", opt.model, "-t", T, "--prompt-tokens", String(P), "--decode-tokens", String(D), "--reps", "3", "--json"], { encoding: "utf8" }));
+  const m = (j.models ?? j.results ?? [j])[0];
+  return { prompt: m.prompt_tok_per_s.median, decode: m.decode_tok_per_s.median };
+}
+
+async function viaServer(base) {
+  const prompt = [1, ...Array.from({ length: P - 1 }, (_, i) => 100 + ((i * 37) % 7000))];
+  const t0 = performance.now();
+  const res = await fetch(`${base}/v1/completions`, {
+    method: "POST",
+    // A fresh connection each time: an idle keep-alive connection may be closed by the server
+    // (cpp-httplib's 5 s keep-alive) while lsb bench runs, and reusing it fails in undici.
+    headers: { "Content-Type": "application/json", Connection: "close" },
+    body: JSON.stringify({ prompt, max_tokens: D, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+  });
+  const reader = res.body.getReader();
+  const dec = new TextDecoder();
+  let buf = "", first = null, last = null, timings = null, tokens = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    const now = performance.now();
+    buf += dec.decode(value, { stream: true });
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const ev = buf.slice(6, cut);
+      buf = buf.slice(cut + 2);
+      if (ev === "[DONE]") continue;
+      const j = JSON.parse(ev);
+      if (j.usage) {
+        timings = j.timings;
+        tokens = j.usage.completion_tokens;
+      } else if (j.choices[0].text) {
+        first ??= now;
+        last = now;
+      }
+    }
+  }
+  if (tokens !== D) throw new Error(`the server answered ${tokens} tokens, not ${D}`);
+  return {
+    engine_prompt: timings.prompt_per_second, engine_decode: timings.predicted_per_second,
+    client_prompt: P / ((first - t0) / 1000), client_decode: (D - 1) / ((last - first) / 1000),
+  };
+}
+
+const server = await startServer(opt.model, ["-t", T, "--ctx", String(P + D + 8), "-q"]);
+await viaServer(server.base);  // warm-up (first touch of the weights, page cache)
+const B = { prompt: [], decode: [] }, S = { engine_prompt: [], engine_decode: [], client_prompt: [], client_decode: [] };
+for (let r = 0; r < opt.rounds; r++) {
+  // While lsb bench runs, the server sits idle; the two never compute at the same time.
+  const b = bench();
+  B.prompt.push(b.prompt);
+  B.decode.push(b.decode);
+  const s = await viaServer(server.base);
+  for (const key in S) S[key].push(s[key]);
+  console.log(`round ${r + 1}: bench prompt ${b.prompt.toFixed(0)} decode ${b.decode.toFixed(1)} tok/s; server (engine) prompt ${s.engine_prompt.toFixed(0)} decode ${s.engine_decode.toFixed(1)}; (client) prompt ${s.client_prompt.toFixed(0)} decode ${s.client_decode.toFixed(1)}`);
+}
+await server.stop();
+
+const bp = median(B.prompt), bd = median(B.decode);
+const row = (what, p, d) => console.log(`${what.padEnd(26)} prompt ${p.toFixed(0).padStart(6)} tok/s (${((p / bp) * 100).toFixed(1)} %)   decode ${d.toFixed(1).padStart(7)} tok/s (${((d / bd) * 100).toFixed(1)} %)`);
+console.log(`\n${opt.model}, ${opt.threads} threads, prompt ${P} tokens, decode ${D} tokens; medians of ${opt.rounds} rounds (lsb bench --reps 3, then one request)`);
+row("lsb bench", bp, bd);
+row("lsb serve (engine timings)", median(S.engine_prompt), median(S.engine_decode));
+row("lsb serve (client clock)", median(S.client_prompt), median(S.client_decode));
+const within = (x, ref) => Math.abs(x / ref - 1) <= 0.1;
+check(within(median(S.client_prompt), bp), "prompt speed through the server (client clock) within 10 % of lsb bench");
+check(within(median(S.client_decode), bd), "decode speed through the server (client clock) within 10 % of lsb bench");
+process.exit(failed() ? 1 : 0);
