@@ -70,8 +70,8 @@ LayerStreamer::LayerStreamer(std::shared_ptr<const format::LsbReader> reader, co
     const BlobPeek peek = [&](uint64_t off, uint64_t len, void* out) {
       if (off > entries[i].data_size || len > entries[i].data_size - off)
         fail(where, "tensor '{}': blob of {} bytes is too short for [{}, +{})", t.name, entries[i].data_size, off, len);
-      if (::pread(fd_, out, len, static_cast<off_t>(entries[i].data_offset + off)) != static_cast<ssize_t>(len))
-        fail(where, "cannot read tensor '{}' at offset {}", t.name, entries[i].data_offset + off);
+      const uint64_t at = entries[i].data_offset + off;
+      read_exact(fd_, static_cast<std::byte*>(out), len, at, at + len);
     };
     return linear_arena_bytes(t, peek, where);
   };
