@@ -38,7 +38,11 @@ struct Kind {
 const std::vector<Kind>& kinds() {
   static const std::vector<Kind> k = {{"bf16", DType::BF16, {}},
                                       {"lsb1", DType::LSB1, {}},
-                                      {"lsb1_mean", DType::LSB1, {.use_mean = true}},
+                                      {"lsb1_mean", DType::LSB1, [] {
+                                         lsb::quant::SchemeOptions o;
+                                         o.use_mean = true;
+                                         return o;
+                                       }()},
                                       {"paper", DType::PAPER, {}},
                                       {"q8", DType::Q8, {}}};
   return k;

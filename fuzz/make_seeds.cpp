@@ -17,7 +17,7 @@
 
 #include "base/error.h"
 #include "lib/gguf_writer.h"
-#include "lib/safetensors_writer.h"
+#include "io/safetensors_writer.h"
 #include "pipeline/compress.h"
 
 namespace fs = std::filesystem;

@@ -17,7 +17,7 @@
 
 #include "base/fp16.h"
 #include "io/safetensors.h"
-#include "lib/safetensors_writer.h"
+#include "io/safetensors_writer.h"
 #include "lib/synth.h"
 #include "base/error.h"
 #include "io/tensor_source.h"

@@ -15,9 +15,10 @@ namespace lsb::cli {
 
 void add_compress(CLI::App& app) {
   struct Opts {
-    std::string src, out, scheme = "default", tokenizer;
+    std::string src, out, scheme = "default", tokenizer, calib;
     float outlier_ratio = 0.02f;
-    int group_size = 128, threads = 0;
+    int group_size = 128, threads = 0, bits = 0, calib_ctx = 512;
+    int64_t calib_tokens = 32768;
     bool use_mean = false;
     std::vector<std::string> keep;
     bool json = false;
@@ -37,17 +38,29 @@ void add_compress(CLI::App& app) {
                                      "columns sharing one scale, for schemes with groups (0 = whole row; default: "
                                      "the scheme's; lsb1 128)");
   CLI::Option* mean = c->add_flag("--use-mean", o->use_mean, "lsb1: store a mean per group beside its scale");
+  CLI::Option* bits = c->add_option("--bits", o->bits,
+                                    "code bits, for schemes that have them (nu: bits per weight, 2-4; vq4: bits per "
+                                    "vector of 4 weights, 4-10)");
+  c->add_option("--calib", o->calib,
+                "calibration: a text file (run through the model while compressing) or a statistics file from "
+                "`lsb calibrate`; schemes that round with statistics (nu, vq4) then use GPTQ");
+  c->add_option("--calib-tokens", o->calib_tokens, "tokens of the calibration text to use")->capture_default_str();
+  c->add_option("--calib-ctx", o->calib_ctx, "calibration window length")->capture_default_str();
   c->add_option("--keep", o->keep, "PATTERN=SCHEME (glob over tensor names, e.g. 'lm_head.weight=q8'); repeatable, last match wins");
   c->add_option("--tokenizer", o->tokenizer, "tokenizer file to embed (default: the one found with the model)");
   c->add_option("-t,--threads", o->threads, "threads (default: all cores); the output does not depend on it");
   c->add_flag("--json", o->json, "print one JSON object");
-  c->callback([o, ratio, group, mean]() {
+  c->callback([o, ratio, group, mean, bits]() {
     set_threads(o->threads);
     CompressOptions opt;
     opt.scheme = o->scheme;
     if (ratio->count()) opt.options.outlier_ratio = o->outlier_ratio;
     if (group->count()) opt.options.group_size = o->group_size;
     if (mean->count()) opt.options.use_mean = o->use_mean;
+    if (bits->count()) opt.options.bits = o->bits;
+    opt.calib = o->calib;
+    opt.calib_options.tokens = o->calib_tokens;
+    opt.calib_options.ctx = o->calib_ctx;
     opt.keep = o->keep;
     opt.tokenizer_path = o->tokenizer;
     opt.progress = !o->json;
@@ -65,6 +78,13 @@ void add_compress(CLI::App& app) {
                 static_cast<unsigned long long>(r.params), r.input_bytes / 1e6, r.output_bytes / 1e6, r.bpw,
                 r.ratio_vs_bf16);
     std::printf("peak RSS %.1f MB, %.2f s, %d threads\n", r.peak_rss_bytes / 1e6, r.seconds, get_threads());
+    if (r.calibrated) {
+      std::printf("calibrated on %s: %lld tokens (%d windows of %d)\n", r.calibration.text.c_str(),
+                  static_cast<long long>(r.calibration.tokens), r.calibration.windows, r.calibration.ctx);
+    } else {
+      std::printf("hint: calibration lowers the error a lot at the same size: --calib TEXT with --target-bpw "
+                  "(docs/CALIBRATION.md)\n");
+    }
   });
 }
 

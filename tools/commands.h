@@ -11,6 +11,7 @@ namespace lsb::cli {
 void add_run(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_compress(CLI::App& app);
+void add_calibrate(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_bench(CLI::App& app);

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   lsb::cli::add_run(app);
   lsb::cli::add_eval(app);
   lsb::cli::add_compress(app);
+  lsb::cli::add_calibrate(app);
   lsb::cli::add_inspect(app);
   lsb::cli::add_synth(app);
   lsb::cli::add_bench(app);

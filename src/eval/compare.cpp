@@ -39,7 +39,7 @@ CompareResult compare_models(LlamaModel& ref, LlamaModel& model, const std::vect
   if (rc.vocab_size != mc.vocab_size || rc.dim != mc.dim || rc.n_layers != mc.n_layers)
     fail(where, "the reference model's shape (vocab {}, dim {}, layers {}) differs from the model's ({}, {}, {})",
          rc.vocab_size, rc.dim, rc.n_layers, mc.vocab_size, mc.dim, mc.n_layers);
-  const EvalWindows win = make_windows(static_cast<int64_t>(tokens.size()), opt.ctx, opt.max_chunks, where);
+  const TokenWindows win = make_windows(static_cast<int64_t>(tokens.size()), opt.ctx, opt.max_chunks, where);
   const int vocab = rc.vocab_size, dim = rc.dim, n_layers = rc.n_layers;
   ref.reset(win.ctx);
   model.reset(win.ctx);

@@ -9,12 +9,6 @@
 
 namespace lsb {
 
-std::vector<int> EvalWindows::window(const std::vector<int>& tokens, int i, int bos) const {
-  std::vector<int> w(tokens.begin() + static_cast<int64_t>(i) * ctx, tokens.begin() + static_cast<int64_t>(i + 1) * ctx);
-  w[0] = bos;
-  return w;
-}
-
 void set_ppl(PerplexityResult& r, const MeanAccumulator& nll) {
   r.n_scored = nll.count();
   r.mean_nll = nll.mean();
@@ -23,23 +17,11 @@ void set_ppl(PerplexityResult& r, const MeanAccumulator& nll) {
   r.ppl_stderr = nll.stderr_of_mean() * r.ppl;
 }
 
-EvalWindows make_windows(int64_t n_tokens, int ctx, int max_chunks, const std::string& where) {
-  if (ctx < 4) fail(where, "--ctx must be at least 4 (got {})", ctx);
-  const int64_t full = n_tokens / ctx;
-  if (full < 1)
-    fail(where, "text has {} tokens, fewer than one window of {} (use a longer text or a smaller --ctx)", n_tokens, ctx);
-  EvalWindows w;
-  w.ctx = ctx;
-  w.n_chunks = static_cast<int>(max_chunks > 0 ? std::min<int64_t>(full, max_chunks) : full);
-  w.first_scored = ctx / 2;
-  return w;
-}
-
 double token_nll(const float* logits, int vocab, int target) { return log_sum_exp(logits, vocab) - logits[target]; }
 
 PerplexityResult perplexity(LlamaModel& model, const std::vector<int>& tokens, const PerplexityOptions& opt,
                             const std::string& where, const ScoredLogitsFn& observer) {
-  const EvalWindows win = make_windows(static_cast<int64_t>(tokens.size()), opt.ctx, opt.max_chunks, where);
+  const TokenWindows win = make_windows(static_cast<int64_t>(tokens.size()), opt.ctx, opt.max_chunks, where);
   const int vocab = model.config().vocab_size;
   const int bos = model.config().bos_id;
   model.reset(win.ctx);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/llama_model.h"
+#include "model/windows.h"
 
 namespace lsb {
 
@@ -26,16 +27,6 @@ struct PerplexityResult {
   double seconds = 0;
   double tokens_per_second = 0;  // tokens run through the model (n_chunks * ctx) per second
 };
-
-// Windows of a token stream, the llama.cpp way. Shared by perplexity and KL-divergence.
-struct EvalWindows {
-  int ctx = 0, n_chunks = 0, first_scored = 0;  // scored positions: first_scored .. ctx-2
-  // Tokens of window i with its first token replaced by BOS.
-  std::vector<int> window(const std::vector<int>& tokens, int i, int bos) const;
-  int64_t scored_per_chunk() const { return ctx - first_scored - 1; }
-};
-// Throws lsb::Error naming `where` when the text is shorter than one window.
-EvalWindows make_windows(int64_t n_tokens, int ctx, int max_chunks, const std::string& where);
 
 class MeanAccumulator;
 // Fills ppl, mean_nll, ppl_stderr and n_scored from the accumulated per-token NLLs.

@@ -69,4 +69,12 @@ std::string read_small_file(const std::string& path, uint64_t max_bytes) {
   return s;
 }
 
+void release_mapped_pages(std::span<const std::byte> d) {
+  if (d.empty()) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(d.data()) / page * page;
+  const auto end = reinterpret_cast<uintptr_t>(d.data() + d.size());
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 }  // namespace lsb

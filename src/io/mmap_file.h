@@ -34,6 +34,11 @@ class MappedFile {
   bool released_ = false;
 };
 
+// Returns the pages of a span of a read-only map to the kernel (madvise DONTNEED): they are
+// dropped, not written, and stop counting toward this process's resident memory. The next access
+// reads them again. Used once a tensor of a source has been consumed.
+void release_mapped_pages(std::span<const std::byte> d);
+
 // Whole small file into a string (config.json, index, tokenizer). Throws naming the path.
 std::string read_small_file(const std::string& path, uint64_t max_bytes = 256ull << 20);
 

@@ -51,7 +51,13 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   };
   std::vector<Entry> entries;
   for (const auto& [name, desc] : header.items()) {
-    if (name == "__metadata__") continue;
+    if (name == "__metadata__") {
+      // Free-form string to string map (the format says so); anything else is ignored.
+      if (desc.is_object())
+        for (const auto& [k, v] : desc.items())
+          if (v.is_string()) metadata_[k] = v.get<std::string>();
+      continue;
+    }
     if (!desc.is_object()) fail(path, "tensor '{}': description should be a JSON object", name);
     auto dt = desc.find("dtype");
     auto sh = desc.find("shape");

@@ -30,6 +30,8 @@ class SafetensorsFile {
   const TensorInfo* find(std::string_view name) const;
   // Bytes of the named tensor inside the map; throws naming the file if there is no such tensor.
   std::span<const std::byte> data(std::string_view name) const;
+  // "__metadata__" (string values only).
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
   MappedFile file_;
@@ -37,6 +39,7 @@ class SafetensorsFile {
   std::vector<TensorInfo> tensors_;
   std::vector<uint64_t> begins_;   // data-section offset of each tensor, parallel to tensors_
   std::map<std::string, size_t, std::less<>> index_;
+  std::map<std::string, std::string> metadata_;
 };
 
 // One safetensors file as a TensorSource. It carries no model config: config() returns a

@@ -36,15 +36,16 @@ uint64_t linear_arena_bytes(const TensorInfo& info, const BlobPeek& peek, const 
   return linear_ops(info.dtype).arena_bytes(info, peek, where);
 }
 
-RecordingLinear::RecordingLinear(const Linear& inner, quant::InputStats& stats)
-    : Linear(inner.name(), inner.rows(), inner.cols()), inner_(inner), stats_(stats) {
-  if (stats.cols != inner.cols())
-    fail("calibration", "statistics of {} columns for tensor '{}' with {} columns", stats.cols, inner.name(), inner.cols());
+RecordingLinear::RecordingLinear(std::unique_ptr<Linear> inner, quant::InputStats& stats)
+    : Linear(inner->name(), inner->rows(), inner->cols()), inner_(std::move(inner)), stats_(stats) {
+  if (stats.cols != inner_->cols())
+    fail("calibration", "statistics of {} columns for tensor '{}' with {} columns", stats.cols, inner_->name(),
+         inner_->cols());
 }
 
 void RecordingLinear::forward(const float* x, int64_t n, float* y) const {
   stats_.add(x, n);
-  inner_.forward(x, n, y);
+  inner_->forward(x, n, y);
 }
 
 }  // namespace lsb

@@ -75,14 +75,14 @@ uint64_t linear_arena_bytes(const TensorInfo& info, const BlobPeek& peek, const 
 // multiplies. One forward at a time (the model calls its Linears in order).
 class RecordingLinear final : public Linear {
  public:
-  RecordingLinear(const Linear& inner, quant::InputStats& stats);
+  RecordingLinear(std::unique_ptr<Linear> inner, quant::InputStats& stats);
   void forward(const float* x, int64_t n, float* y) const override;
-  void row(int64_t r, float* out) const override { inner_.row(r, out); }
-  uint64_t weight_bytes() const override { return inner_.weight_bytes(); }
-  std::string kind() const override { return inner_.kind(); }
+  void row(int64_t r, float* out) const override { inner_->row(r, out); }
+  uint64_t weight_bytes() const override { return inner_->weight_bytes(); }
+  std::string kind() const override { return inner_->kind(); }
 
  private:
-  const Linear& inner_;
+  std::unique_ptr<Linear> inner_;
   quant::InputStats& stats_;
 };
 

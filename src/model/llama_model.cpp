@@ -262,6 +262,10 @@ void LlamaModel::forward_layer(int l, float* x, int n, int pos) {
   if (on_layer) on_layer(l, x, n);
 }
 
+void LlamaModel::final_norm(const float* x, int n, float* out) const {
+  rmsnorm(out, x, weights_->final_norm().data(), n, cfg_.dim, cfg_.norm_eps);
+}
+
 void LlamaModel::head(const float* x, int n, float* logits) {
   ensure_batch(n);
   rmsnorm(act_.xb.data(), x, weights_->final_norm().data(), n, cfg_.dim, cfg_.norm_eps);  // xb: (n, dim)

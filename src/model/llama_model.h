@@ -42,6 +42,7 @@ class LlamaModel {
   void embed(const int* tokens, int n, float* x);      // x: (n, dim) = embedding rows
   void forward_layer(int l, float* x, int n, int pos); // x: (n, dim), updated in place; KV of layer l at pos..
   void head(const float* x, int n, float* logits);     // logits: (n, vocab) = classifier(final norm(x))
+  void final_norm(const float* x, int n, float* out) const;  // out: (n, dim), the classifier's input
 
   // Optional observer of the hidden state after each layer: (layer, x: (n, dim), n).
   std::function<void(int, const float*, int)> on_layer;

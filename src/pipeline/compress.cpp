@@ -19,10 +19,12 @@
 #include "base/sysinfo.h"
 #include "base/version.h"
 #include "format/lsb_writer.h"
+#include "io/mmap_file.h"
 #include "model/model_tensors.h"
 #include "model/tokenizer.h"
 #include "pipeline/open_model.h"
 #include "pipeline/recipe.h"
+#include "quant/gptq.h"
 #include "runtime/progress.h"
 
 namespace lsb {
@@ -45,20 +47,16 @@ int layer_of(std::string_view name) {
   return digits && i < name.size() && name[i] == '.' ? layer : -1;
 }
 
-// Returns the source's pages to the kernel once a tensor is done: the map is read-only, so they
-// are simply dropped, and they do not count toward this process's peak RSS.
-void release_pages(std::span<const std::byte> d) {
-  if (d.empty()) return;
-  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<uintptr_t>(d.data()) / page * page;
-  const auto end = reinterpret_cast<uintptr_t>(d.data() + d.size());
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
 // Compares the stored blob with the float weights a block of rows at a time.
+// With statistics, also the output error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), when it is cheap enough
+// (it costs two products with H per row: skipped for the widest matrices of 7B-sized models).
 quant::TensorMetrics measure(DType dt, std::span<const std::byte> blob, const float* w, int64_t rows, int64_t cols,
-                             const std::string& params, const std::string& where, uint64_t* outliers) {
+                             const std::string& params, const std::string& where, uint64_t* outliers,
+                             const quant::InputStats* stats, double* out_error) {
   quant::MetricsAccumulator acc;
+  const bool with_error = stats && static_cast<double>(rows) * cols * cols <= 0x1p36;
+  quant::ErrorTerms err;
+  *out_error = -1;
   if (dt == DType::F32) {
     acc.add(w, reinterpret_cast<const float*>(blob.data()), static_cast<size_t>(rows * cols));
     *outliers = 0;
@@ -73,7 +71,9 @@ quant::TensorMetrics measure(DType dt, std::span<const std::byte> blob, const fl
 #pragma omp parallel for schedule(static)
     for (int64_t r = r0; r < r1; ++r) view->dequantize_row(r, buf.data() + (r - r0) * cols);
     acc.add(w + r0 * cols, buf.data(), static_cast<size_t>((r1 - r0) * cols));
+    if (with_error) err.add(quant::output_error(w + r0 * cols, buf.data(), r1 - r0, cols, stats));
   }
+  if (with_error) *out_error = err.ratio();
   return acc.result();
 }
 
@@ -95,7 +95,15 @@ nlohmann::json tensor_report_json(const TensorReport& t) {
           {"rel_l2", finite_or_null(t.metrics.rel_l2)},
           {"snr_db", finite_or_null(t.metrics.snr_db)},
           {"cosine", t.metrics.cosine},
-          {"max_abs_err", t.metrics.max_abs_err}};
+          {"max_abs_err", t.metrics.max_abs_err},
+          {"calib_input", t.calib_input},
+          {"out_error", t.out_error >= 0 ? nlohmann::json(t.out_error) : nlohmann::json(nullptr)}};
+}
+
+nlohmann::json calibration_json(const CalibrationInfo& i, const std::string& source) {
+  return {{"source", source},       {"text", i.text},       {"text_xxh3", i.text_xxh3},
+          {"tokens", i.tokens},     {"ctx", i.ctx},         {"windows", i.windows},
+          {"model_fingerprint", i.model_fingerprint}};
 }
 
 nlohmann::json report_json(const CompressReport& r) {
@@ -112,20 +120,29 @@ nlohmann::json report_json(const CompressReport& r) {
           {"largest_tensor_f32_bytes", r.largest_tensor_f32_bytes},
           {"seconds", r.seconds},
           {"source_xxh3", r.source_xxh3},
+          {"calibrated", r.calibrated},
+          {"calibration_would_help", r.calibration_would_help},
           {"tensors", std::move(tensors)}};
 }
 
 std::string tensor_table(const std::vector<TensorReport>& tensors) {
   size_t wname = 4;
-  for (const TensorReport& t : tensors) wname = std::max(wname, t.name.size());
-  std::string s = fmt::format("{:<{}}  {:>12}  {:>6}  {:>10}  {:>7}  {:>8}  {:>10}  {:>8}  {:>7}  {:>8}\n", "name",
-                              wname, "shape", "scheme", "bytes", "bpw", "outliers", "mae", "rel_l2", "snr_db", "cosine");
+  bool any_out = false;
+  for (const TensorReport& t : tensors) {
+    wname = std::max(wname, t.name.size());
+    any_out = any_out || t.out_error >= 0;
+  }
+  // out_err: the error of the layer's output on the calibration inputs (only with --calib).
+  std::string s = fmt::format("{:<{}}  {:>12}  {:>6}  {:>10}  {:>7}  {:>8}  {:>10}  {:>8}  {:>7}  {:>8}{}\n", "name",
+                              wname, "shape", "scheme", "bytes", "bpw", "outliers", "mae", "rel_l2", "snr_db", "cosine",
+                              any_out ? "   out_err" : "");
   for (const TensorReport& t : tensors) {
     const std::string shape = fmt::format("{}", fmt::join(t.shape, "x"));
     const std::string snr = std::isfinite(t.metrics.snr_db) ? fmt::format("{:.2f}", t.metrics.snr_db) : "inf";
-    s += fmt::format("{:<{}}  {:>12}  {:>6}  {:>10}  {:>7.4f}  {:>8}  {:>10.3e}  {:>8.5f}  {:>7}  {:>8.6f}\n", t.name,
+    const std::string out = !any_out ? "" : t.out_error >= 0 ? fmt::format("  {:>8.5f}", t.out_error) : "         -";
+    s += fmt::format("{:<{}}  {:>12}  {:>6}  {:>10}  {:>7.4f}  {:>8}  {:>10.3e}  {:>8.5f}  {:>7}  {:>8.6f}{}\n", t.name,
                      wname, shape, t.scheme, t.bytes, t.bpw, t.outliers, t.metrics.mae, t.metrics.rel_l2, snr,
-                     t.metrics.cosine);
+                     t.metrics.cosine, out);
   }
   return s;
 }
@@ -143,7 +160,44 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
   const ModelConfig& cfg = src->config();
   check_rules_match(recipe, src->tensors(), src_path);
   const TokenizerBlob tok = opt.tokenizer_path.empty() ? src->tokenizer() : read_tokenizer_file(opt.tokenizer_path);
-  if (tok.kind != TokenizerBlob::Kind::None) (void)load_tokenizer(tok);  // refuse to embed a broken tokenizer
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (tok.kind != TokenizerBlob::Kind::None) tokenizer = load_tokenizer(tok);  // refuse to embed a broken tokenizer
+
+  // Statistics: all of them from a file now, or layer by layer from a text while compressing
+  // (only one layer's statistics in memory).
+  CalibrationSet calib_file;
+  std::unique_ptr<Calibrator> calibrator;
+  std::map<std::string, quant::InputStats> layer_stats;  // the current layer's, from the calibrator
+  if (!opt.calib.empty()) {
+    if (is_calibration_file(opt.calib)) {
+      calib_file = read_calibration(opt.calib, *src);
+    } else {
+      if (!tokenizer) fail(opt.calib, "calibrating from a text needs the model's tokenizer (none found; use --tokenizer)");
+      CalibrationOptions co = opt.calib_options;
+      co.text_path = opt.calib;
+      co.progress = opt.progress;
+      calibrator = std::make_unique<Calibrator>(*src, *tokenizer, co);
+    }
+  }
+  auto stats_for = [&](const std::string& name) -> const quant::InputStats* {
+    const std::string key = calibration_input_of(name);
+    if (key.empty() || opt.calib.empty()) return nullptr;
+    if (!calibrator) return &calib_file.inputs.at(key);
+    if (key == "head") {
+      if (!layer_stats.count("head")) {
+        while (calibrator->next_layer() < cfg.n_layers) layer_stats = calibrator->run_layer(calibrator->next_layer());
+        layer_stats.clear();
+        layer_stats.emplace("head", calibrator->run_head());
+      }
+    } else {
+      // Layers arrive in order; run the calibrator up to this tensor's layer.
+      while (!layer_stats.count(key) && calibrator->next_layer() < cfg.n_layers)
+        layer_stats = calibrator->run_layer(calibrator->next_layer());
+    }
+    const auto it = layer_stats.find(key);
+    if (it == layer_stats.end()) fail(src_path, "tensor '{}' comes after its layer was calibrated", name);
+    return &it->second;
+  };
 
   // Directory order: embedding, layers in order, final norm, head (then anything else).
   std::vector<const TensorInfo*> order;
@@ -189,7 +243,7 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     const std::span<const std::byte> sd = src->data(in);
     XXH3_64bits_update(hs, sd.data(), sd.size());
     std::vector<float> w = quant::tensor_to_float(in, sd);
-    release_pages(sd);
+    release_mapped_pages(sd);
     // Non-finite weights are refused whatever the scheme (docs/HARDENING.md), naming the tensor.
     for (size_t k = 0; k < w.size(); ++k)
       if (!std::isfinite(w[k])) fail(src_path, "tensor '{}': weight {} is not finite ({})", in.name, k, w[k]);
@@ -202,10 +256,15 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     const int64_t rows = in.rows(), cols = in.cols();
     std::vector<std::byte> owned;
     std::span<const std::byte> blob;
+    const quant::InputStats* stats = nullptr;
     if (out.dtype == DType::F32) {
       blob = {reinterpret_cast<const std::byte*>(w.data()), w.size() * 4};  // no copy for passthrough
     } else {
-      owned = quant::quantize(out.dtype, {.w = w.data(), .rows = rows, .cols = cols, .params = out.params});
+      if (quant::scheme(out.dtype).uses_stats) {
+        stats = stats_for(in.name);
+        if (!stats && !calibration_input_of(in.name).empty()) rep.calibration_would_help = true;
+      }
+      owned = quant::quantize(out.dtype, {.w = w.data(), .rows = rows, .cols = cols, .params = out.params, .stats = stats});
       blob = owned;
     }
     out.nbytes = blob.size();
@@ -218,7 +277,8 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     tr.bytes = blob.size();
     tr.bpw = static_cast<double>(blob.size()) * 8.0 / static_cast<double>(w.size());
     tr.metrics = measure(out.dtype, blob, w.data(), rows, cols, out.params, src_path + ": tensor '" + in.name + "'",
-                         &tr.outliers);
+                         &tr.outliers, stats, &tr.out_error);
+    if (stats) tr.calib_input = calibration_input_of(in.name);
     writer.add_tensor(out, layer_of(in.name), blob);
     rep.tensors.push_back(std::move(tr));
 
@@ -228,6 +288,10 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
   }
   bar.finish();
   rep.source_xxh3 = hex64(XXH3_64bits_digest(hs));
+  if (!opt.calib.empty()) {
+    rep.calibrated = true;
+    rep.calibration = calibrator ? calibrator->info() : calib_file.info;
+  }
 
   nlohmann::json tensors = nlohmann::json::array();
   for (const TensorReport& t : rep.tensors) tensors.push_back(tensor_report_json(t));
@@ -256,6 +320,7 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
         {"rules", std::move(rules)},
         {"base_scheme", std::string(quant::scheme_name(recipe.base))}}},
       {"tensors", std::move(tensors)}};
+  if (rep.calibrated) meta["calibration"] = calibration_json(rep.calibration, opt.calib);
   rep.output_bytes = writer.finish(std::move(meta));
 
   rep.bpw = rep.params ? static_cast<double>(rep.output_bytes) * 8.0 / static_cast<double>(rep.params) : 0.0;

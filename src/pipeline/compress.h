@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pipeline/calibration.h"
 #include "quant/metrics.h"
 #include "quant/scheme.h"
 
@@ -19,6 +20,11 @@ struct CompressOptions {
   quant::SchemeOptions options;         // knobs given by the user; each scheme fills in its defaults
   std::vector<std::string> keep;        // "PATTERN=SCHEME" rules, last match wins
   std::string tokenizer_path;           // embed this tokenizer instead of the source's own
+  // Calibration (docs/CALIBRATION.md): a text file, run through the model layer by layer while
+  // compressing, or a statistics file from `lsb calibrate`. "" = none: every scheme rounds on
+  // its own (schemes with calibration then fit with uniform importances).
+  std::string calib;
+  CalibrationOptions calib_options;     // tokens and ctx, when `calib` is a text
   bool progress = false;                // progress bar on stderr (only drawn on a TTY)
   // Called with the temporary file's path once it exists, and with "" once it is gone or renamed
   // (lets the CLI's signal handler remove it).
@@ -34,6 +40,8 @@ struct TensorReport {
   double bpw = 0;
   uint64_t outliers = 0;
   quant::TensorMetrics metrics;
+  std::string calib_input;  // the statistics it was rounded with ("" = none)
+  double out_error = -1;    // tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) with those statistics; -1 = not measured
 };
 
 struct CompressReport {
@@ -44,6 +52,9 @@ struct CompressReport {
   double seconds = 0;
   uint64_t largest_tensor_f32_bytes = 0;
   std::string source_xxh3;
+  bool calibrated = false;              // statistics were used
+  bool calibration_would_help = false;  // not calibrated, and some tensor's scheme uses statistics
+  CalibrationInfo calibration;
   std::vector<TensorReport> tensors;
 };
 
@@ -52,6 +63,7 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
 // Per-tensor metrics as stored in the metadata and printed by --json ("snr_db": null = +inf).
 nlohmann::json tensor_report_json(const TensorReport& t);
 nlohmann::json report_json(const CompressReport& r);
+nlohmann::json calibration_json(const CalibrationInfo& i, const std::string& source);
 // The table both `lsb compress` and `lsb inspect` print.
 std::string tensor_table(const std::vector<TensorReport>& tensors);
 

@@ -36,6 +36,7 @@ class GroupCoder {
 struct GptqOptions {
   double damp = 0.01;  // λ, relative to the mean of diag H
   int block = 128;     // columns per lazy update (rounded up to a multiple of the group)
+  bool measure = true; // compute GptqResult::rel_error (as much work again as the rounding)
 };
 
 struct GptqResult {
@@ -43,7 +44,7 @@ struct GptqResult {
   std::vector<GroupFit> fits;   // rows x ngroups
   // tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) with the undamped H; with diagonal statistics only, the same with
   // diag H; without statistics, the relative squared Frobenius error.
-  double rel_error = 0;
+  double rel_error = 0;  // 0 when not measured
 };
 
 // The fast version: blocked lazy updates (a GEMM per block), rows in parallel.
@@ -53,6 +54,19 @@ GptqResult gptq(const float* w, int64_t rows, int64_t cols, const InputStats* st
 // float rounding (their errors agree closely, tested); its bytes may differ.
 GptqResult gptq_reference(const float* w, int64_t rows, int64_t cols, const InputStats* stats, const GroupCoder& coder,
                           const GptqOptions& opt = {});
+
+// tr(D H Dᵀ) and tr(W H Wᵀ), D = W - Q, for any reconstruction Q of W (rows in parallel); with
+// diagonal statistics, the same with diag H; without statistics, |D|² and |W|². Sums over blocks
+// of rows add up.
+struct ErrorTerms {
+  double num = 0, den = 0;
+  double ratio() const { return den > 0 ? num / den : 0.0; }
+  void add(const ErrorTerms& o) {
+    num += o.num;
+    den += o.den;
+  }
+};
+ErrorTerms output_error(const float* w, const float* q, int64_t rows, int64_t cols, const InputStats* stats);
 
 // Importance of each column: diag H when statistics are given, else 1.
 std::vector<float> column_importance(const InputStats* stats, int64_t cols);

@@ -1,6 +1,6 @@
 #include "quant/stats.h"
 
-#include <Eigen/Core>
+#include <cblas.h>
 
 #include "base/error.h"
 
@@ -8,30 +8,21 @@ namespace lsb::quant {
 
 InputStats::InputStats(int64_t c, bool full) : cols(c), diag(static_cast<size_t>(c), 0.0) {
   if (c <= 0) fail("input statistics", "{} columns", c);
-  if (full) gram.assign(static_cast<size_t>(c) * static_cast<size_t>(c), 0.0);
+  if (full) gram.assign(static_cast<size_t>(c) * static_cast<size_t>(c), 0.0f);
 }
 
 void InputStats::add(const float* x, int64_t n) {
   if (n <= 0) return;
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Eigen::Map<const RowMajor> X(x, n, cols);
-  for (int64_t j = 0; j < cols; ++j) {
-    double s = 0;
-    for (int64_t t = 0; t < n; ++t) s += static_cast<double>(X(t, j)) * X(t, j);
-    diag[static_cast<size_t>(j)] += s;
-  }
+  // Per call from zero, then added: so merging two accumulations equals one accumulation.
+  std::vector<double> sum(static_cast<size_t>(cols), 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < cols; ++j) sum[static_cast<size_t>(j)] += static_cast<double>(x[t * cols + j]) * x[t * cols + j];
+  for (int64_t j = 0; j < cols; ++j) diag[static_cast<size_t>(j)] += sum[static_cast<size_t>(j)];
   if (full()) {
-    // Xᵀ X in float (a rank update of the lower triangle; Eigen is built without its own
-    // threads, so the result does not depend on the thread count), mirrored so the sum stays
-    // exactly symmetric, and accumulated in double across calls.
-    Eigen::MatrixXf g = Eigen::MatrixXf::Zero(cols, cols);
-    g.selfadjointView<Eigen::Lower>().rankUpdate(X.transpose());
-    for (int64_t j = 0; j < cols; ++j)
-      for (int64_t i = j; i < cols; ++i) {
-        const double v = g(i, j);
-        gram[static_cast<size_t>(i * cols + j)] += v;
-        if (i != j) gram[static_cast<size_t>(j * cols + i)] += v;
-      }
+    // gram += Xᵀ X on the lower triangle (OpenBLAS serial: the same bytes whatever the thread
+    // count of the caller).
+    const int c = static_cast<int>(cols);
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, c, static_cast<int>(n), 1.0f, x, c, 1.0f, gram.data(), c);
   }
   tokens += static_cast<uint64_t>(n);
 }

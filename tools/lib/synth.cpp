@@ -21,7 +21,7 @@
 #include <sentencepiece_trainer.h>
 
 #include "base/fp16.h"
-#include "lib/safetensors_writer.h"
+#include "io/safetensors_writer.h"
 #include "base/error.h"
 #include "model/model_tensors.h"
 #include "base/sysinfo.h"

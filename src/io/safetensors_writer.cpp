@@ -1,4 +1,4 @@
-#include "lib/safetensors_writer.h"
+#include "io/safetensors_writer.h"
 
 #include <fcntl.h>
 #include <unistd.h>
