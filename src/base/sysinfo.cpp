@@ -47,7 +47,7 @@ ProcessMemory process_memory() {
   return m;
 }
 
-uint64_t file_mapped_not_resident_bytes(const std::string& exclude) {
+uint64_t file_mapped_not_resident_bytes(const std::vector<std::string>& skip) {
   FILE* f = std::fopen("/proc/self/smaps", "r");
   if (!f) return 0;
   uint64_t total = 0, size = 0;
@@ -60,7 +60,8 @@ uint64_t file_mapped_not_resident_bytes(const std::string& exclude) {
     // "start-end perms offset dev inode [path]": a new mapping
     if (std::sscanf(line, "%llx-%llx %*s %*s %*s %llu %n", &lo, &hi, &inode, &n) == 3) {
       std::sscanf(line + n, "%4095[^\n]", path);
-      counted = inode != 0 && path[0] == '/' && (exclude.empty() || exclude != path);
+      counted = inode != 0 && path[0] == '/';
+      for (const std::string& k : skip) counted = counted && std::strstr(path, k.c_str()) == nullptr;
       size = hi - lo;
       continue;
     }

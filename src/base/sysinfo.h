@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace lsb {
 
@@ -17,9 +18,9 @@ ProcessMemory process_memory();
 
 // Bytes of the process's file-backed mappings (the executable, shared libraries, their data)
 // that are not resident now: how far the resident size can still grow by running code that has
-// not run yet. Mappings of `exclude` (a path; empty for none) are left out. Reads
-// /proc/self/smaps; 0 where unavailable.
-uint64_t file_mapped_not_resident_bytes(const std::string& exclude = "");
+// not run yet. Mappings whose path contains one of `skip` are left out. Reads /proc/self/smaps;
+// 0 where unavailable.
+uint64_t file_mapped_not_resident_bytes(const std::vector<std::string>& skip = {});
 // Memory bandwidth: best of `reps` single-threaded memcpy passes over `bytes` (GB/s = 1e9 B/s,
 // counting bytes read + bytes written), measured in a child process so the buffers do not count
 // toward this process's peak RSS. 0 if it could not be measured.
