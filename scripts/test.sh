@@ -25,7 +25,7 @@ if [[ "${LSB_SKIP_SANITIZE:-0}" != 1 ]]; then
   # Streaming's budget tests measure RSS (or run lsb under a budget); its equality tests run here,
   # so the reader and builder threads are exercised under the sanitizers.
   SLOW+=':Streaming.TooSmallBudgetIsRefusedWithTheMinimum:Streaming.PeakRssStaysWithinBudgetAndTextMatches'
-  SLOW+=':Streaming.OpenMpSpinIsBoundedUnlessTheUserChose'
+  SLOW+=':Streaming.OpenMpSpinIsBoundedUnlessTheUserChose:StreamingBudget.*'
   for t in lsb_tests lsb_streaming_tests; do
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

@@ -499,6 +499,43 @@ TEST(QuantBlobView, RejectsTruncatedAndExtendedBlobs) {
     }
 }
 
+// Streaming reads an embedding row by fetching only the ranges row_spans(r) lists into an
+// otherwise empty buffer (docs/STREAMING.md): a row dequantized from a copy of the blob that holds
+// just those bytes, every other byte poisoned, must be the row of the whole blob, bit for bit.
+TEST(QuantBlobView, RowSpansCoverEveryByteRead) {
+  const int64_t rows = 7, cols = 200;
+  for (const q::SchemeOps* s : q::all_schemes())
+    for (const auto& p : params_for(s->id)) {
+      const int64_t c = cols;
+      SCOPED_TRACE(std::string(s->name) + " " + text(s->id, p));
+      const auto blob = small_blob(s->id, p, rows, c);
+      const auto whole = s->open(blob, rows, c, text(s->id, p), {});
+      // Aligned like a file's blob; the view is opened on the real bytes, then every byte outside
+      // row r's spans is overwritten before the row is read.
+      std::vector<uint64_t> storage((blob.size() + 7) / 8 + 1);
+      auto* copy = reinterpret_cast<std::byte*>(storage.data());
+      std::memcpy(copy, blob.data(), blob.size());
+      const auto view = s->open({copy, blob.size()}, rows, c, text(s->id, p), {});
+      for (int64_t r = 0; r < rows; ++r) {
+        const q::RowSpans spans = view->row_spans(r);
+        ASSERT_GT(spans.n, 0);
+        std::vector<char> keep(blob.size(), 0);
+        for (int i = 0; i < spans.n; ++i) {
+          const auto sp = spans.spans[static_cast<size_t>(i)];
+          ASSERT_GE(sp.data(), copy);
+          ASSERT_LE(sp.data() + sp.size(), copy + blob.size());
+          std::fill_n(keep.begin() + (sp.data() - copy), sp.size(), 1);
+        }
+        for (size_t b = 0; b < blob.size(); ++b) copy[b] = keep[b] ? blob[b] : std::byte{0xA5};
+        std::vector<float> want(static_cast<size_t>(c)), got(static_cast<size_t>(c));
+        whole->dequantize_row(r, want.data());
+        view->dequantize_row(r, got.data());
+        ASSERT_EQ(std::memcmp(want.data(), got.data(), 4 * want.size()), 0) << "row " << r;
+        std::memcpy(copy, blob.data(), blob.size());
+      }
+    }
+}
+
 TEST(QuantBlobView, RejectsCorruptGapStreams) {
   const int64_t rows = 6, cols = 300;
   for (DType t : {DType::LSB1, DType::PAPER}) {

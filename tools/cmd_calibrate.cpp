@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/sysinfo.h"
 #include "commands.h"
+#include "signals.h"
 #include "model/tokenizer.h"
 #include "pipeline/calibration.h"
 #include "pipeline/open_model.h"
@@ -48,7 +49,9 @@ void add_calibrate(CLI::App& app) {
     co.ctx = o->ctx;
     co.progress = !o->json;
     const CalibrationSet set = calibrate_model(*src, *tok, co);
+    track_temp_path(calibration_temp_path(o->out));  // a signal while writing removes it
     write_calibration(o->out, set);
+    track_temp_path("");
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const CalibrationInfo& i = set.info;
     if (o->json) {

@@ -1,9 +1,6 @@
 // lsb compress SRC -o OUT.lsb: the pipeline is compress_model; this file adds the
-// command line, the summary, and removal of the temporary file on SIGINT/SIGTERM.
-#include <csignal>
+// command line and the summary. The temporary file is removed on SIGINT/SIGTERM (signals.h).
 #include <cstdio>
-#include <cstring>
-#include <unistd.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -11,32 +8,12 @@
 #include "commands.h"
 #include "base/error.h"
 #include "eval/allocate.h"
+#include "signals.h"
 #include "pipeline/compress.h"
 #include "runtime/progress.h"
 #include "runtime/threads.h"
 
 namespace lsb::cli {
-namespace {
-
-// Path of the temporary output while it exists; read by the signal handler, which may only use
-// async-signal-safe calls (unlink, signal, raise).
-char g_temp_path[4096];
-volatile std::sig_atomic_t g_temp_set = 0;
-
-extern "C" void remove_temp_and_die(int sig) {
-  if (g_temp_set) ::unlink(g_temp_path);
-  std::signal(sig, SIG_DFL);
-  std::raise(sig);
-}
-
-void track_temp(const std::string& path) {
-  g_temp_set = 0;
-  if (path.empty() || path.size() >= sizeof g_temp_path) return;
-  std::memcpy(g_temp_path, path.c_str(), path.size() + 1);
-  g_temp_set = 1;
-}
-
-}  // namespace
 
 void add_compress(CLI::App& app) {
   struct Opts {
@@ -88,9 +65,6 @@ void add_compress(CLI::App& app) {
   c->add_flag("--json", o->json, "print one JSON object");
   c->callback([o, ratio, group, mean, bits, target]() {
     set_threads(o->threads);
-    std::signal(SIGINT, remove_temp_and_die);
-    std::signal(SIGTERM, remove_temp_and_die);
-    std::signal(SIGHUP, remove_temp_and_die);
     CompressOptions opt;
     opt.scheme = o->scheme;
     if (ratio->count()) opt.options.outlier_ratio = o->outlier_ratio;
@@ -103,7 +77,7 @@ void add_compress(CLI::App& app) {
     opt.keep = o->keep;
     opt.tokenizer_path = o->tokenizer;
     opt.progress = !o->json;
-    opt.on_temp_file = track_temp;
+    opt.on_temp_file = track_temp_path;
     TargetReport tr;
     if (target->count()) {
       if (o->scheme != "default" || !o->keep.empty() || ratio->count() || group->count() || mean->count() ||

@@ -110,6 +110,11 @@ void add_eval(CLI::App& app) {
   c->add_flag("--json", o->json, "print one JSON object");
   c->callback([o]() {
     if ((o->layers || !o->report.empty()) && o->ref.empty()) fail("eval", "--layers and --report need --ref ORIGINAL");
+    // The original is mapped whole and every tensor of both is read for the report: nothing a
+    // budget could hold.
+    if (!o->ref.empty() && o->mopt.streaming())
+      fail(o->ref, "--ref cannot be combined with --mem-budget: the original model is memory-mapped whole, outside "
+                   "any budget (compare without --mem-budget)");
     set_threads(o->threads);
     const std::string text = read_small_file(o->text, 1ull << 31);
     if (text.empty()) fail(o->text, "text file is empty");

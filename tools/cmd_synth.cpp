@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "signals.h"
 #include "lib/synth.h"
 #include "base/error.h"
 #include "runtime/threads.h"
@@ -46,6 +47,7 @@ void add_synth(CLI::App& app) {
     so.seed = o->seed;
     so.force = o->force;
     so.progress = !o->json;
+    so.on_temp_dir = track_temp_path;
     const SynthResult r = synth_model(o->out, shape, so);
     const double mb_s = r.weight_seconds > 0 ? double(r.tensor_bytes) / 1e6 / r.weight_seconds : 0.0;
     if (o->json) {

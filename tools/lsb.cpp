@@ -4,12 +4,16 @@
 #include <new>
 
 #include "commands.h"
+#include "signals.h"
 #include "base/error.h"
 #include "base/version.h"
 #include "runtime/threads.h"
 
 int main(int argc, char** argv) {
   lsb::bound_openmp_spin_when_streaming(argc, argv);
+  // Before any thread exists: thread stacks and malloc arenas of a run under --mem-budget.
+  if (lsb::argv_streams(argc, argv)) lsb::prepare_process_for_budget();
+  lsb::cli::install_signal_handlers();
   CLI::App app{"lsb - Loop Singular Bit: compress, run and measure Llama-family models (Hugging Face folders, GGUF, llama2.c .bin, .lsb)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lsb " + std::string(lsb::kVersion));

@@ -27,6 +27,54 @@ uint64_t current_rss_bytes() {
   return got == 2 ? resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
 }
 
+ProcessMemory process_memory() {
+  ProcessMemory m;
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return m;
+  char line[256];
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long long kib = 0;
+    char key[32];
+    if (std::sscanf(line, "%31[^:]: %llu kB", key, &kib) != 2) continue;
+    const uint64_t b = static_cast<uint64_t>(kib) * 1024;
+    if (!std::strcmp(key, "VmRSS")) m.rss = b;
+    else if (!std::strcmp(key, "VmHWM")) m.peak = b;
+    else if (!std::strcmp(key, "RssAnon")) m.anon = b;
+    else if (!std::strcmp(key, "RssFile")) m.file = b;
+    else if (!std::strcmp(key, "RssShmem")) m.shmem = b;
+  }
+  std::fclose(f);
+  return m;
+}
+
+uint64_t file_mapped_not_resident_bytes(const std::vector<std::string>& skip) {
+  FILE* f = std::fopen("/proc/self/smaps", "r");
+  if (!f) return 0;
+  uint64_t total = 0, size = 0;
+  bool counted = false;  // the current mapping is file-backed and not excluded
+  char line[4096];
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long long lo = 0, hi = 0, inode = 0, kib = 0;
+    char path[4096] = "";
+    int n = 0;
+    // "start-end perms offset dev inode [path]": a new mapping
+    if (std::sscanf(line, "%llx-%llx %*s %*s %*s %llu %n", &lo, &hi, &inode, &n) == 3) {
+      std::sscanf(line + n, "%4095[^\n]", path);
+      counted = inode != 0 && path[0] == '/';
+      for (const std::string& k : skip) counted = counted && std::strstr(path, k.c_str()) == nullptr;
+      size = hi - lo;
+      continue;
+    }
+    if (counted && std::sscanf(line, "Rss: %llu kB", &kib) == 1) {
+      const uint64_t rss = static_cast<uint64_t>(kib) * 1024;
+      total += size > rss ? size - rss : 0;
+      counted = false;
+    }
+  }
+  std::fclose(f);
+  return total;
+}
+
 static double memcpy_gbps_here(uint64_t bytes, int reps) {
   std::vector<char> a(bytes, 1), b(bytes, 2);
   double best = 0;

@@ -41,6 +41,10 @@ class LsbReader : public TensorSource {
   void verify_tensor(size_t index) const;
   // Checks every tensor in directory order; throws on the first bad one.
   void verify_all() const;
+  // Unmaps the file once a streaming session has taken what it needs from the map (config,
+  // directory, tokenizer, final norm): it then reads tensors with pread only, and data() and
+  // tokenizer() throw (docs/STREAMING.md, what --mem-budget covers).
+  void release_map() { file_.release(); }
 
  private:
   size_t index_of(const TensorInfo& t) const;

@@ -19,7 +19,7 @@ std::string LsbWriter::temp_path_for(const std::string& target) { return target 
 LsbWriter::LsbWriter(std::string target_path) : target_(std::move(target_path)) {
   temp_path_ = temp_path_for(target_);
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail(temp_path_, "cannot create: {}", std::strerror(errno));
+  if (fd_ < 0) fail(target_, "cannot create the temporary file {}: {}", temp_path_, std::strerror(errno));
   // The header is written last (at offset 0); the data section starts on the first page after it.
   static const char zeros[kPageAlign] = {};
   write_at_end(zeros, sizeof zeros);
@@ -38,6 +38,12 @@ void LsbWriter::abort() noexcept {
   }
 }
 
+void LsbWriter::fail_and_remove(const char* what, int err) {
+  const int e = err;
+  abort();  // closes and unlinks the temporary file: nothing is left at either path
+  fail(target_, "{}: {} (nothing written; the temporary file {} was removed)", what, std::strerror(e), temp_path_);
+}
+
 void LsbWriter::write_at_end(const void* p, uint64_t n) {
   if (fd_ < 0) fail(temp_path_, "writer is closed");
   const char* c = static_cast<const char*>(p);
@@ -46,7 +52,7 @@ void LsbWriter::write_at_end(const void* p, uint64_t n) {
     const ssize_t w = ::write(fd_, c, chunk);
     if (w < 0) {
       if (errno == EINTR) continue;
-      fail(temp_path_, "write failed: {}", std::strerror(errno));
+      fail_and_remove("write failed", errno);
     }
     c += w;
     n -= static_cast<uint64_t>(w);
@@ -176,17 +182,15 @@ uint64_t LsbWriter::finish(nlohmann::json metadata) {
   XXH3_freeState(st);
   bytes = encode_header(h);
 
-  if (::pwrite(fd_, bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size()))
-    fail(temp_path_, "write failed: {}", std::strerror(errno));
-  // Durable before it becomes visible under the target name.
-  if (::fdatasync(fd_) != 0) fail(temp_path_, "sync failed: {}", std::strerror(errno));
-  if (::close(fd_) != 0) {
-    fd_ = -1;
-    fail(temp_path_, "close failed: {}", std::strerror(errno));
-  }
+  const ssize_t hw = ::pwrite(fd_, bytes.data(), bytes.size(), 0);
+  if (hw != static_cast<ssize_t>(bytes.size())) fail_and_remove("write of the header failed", hw < 0 ? errno : EIO);
+  // Durable before it becomes visible under the target name (delayed allocation may report a
+  // full disk only here).
+  if (::fdatasync(fd_) != 0) fail_and_remove("sync failed", errno);
+  const int fd = fd_;
   fd_ = -1;
-  if (std::rename(temp_path_.c_str(), target_.c_str()) != 0)
-    fail(target_, "cannot rename {} to it: {}", temp_path_, std::strerror(errno));
+  if (::close(fd) != 0) fail_and_remove("close failed", errno);
+  if (std::rename(temp_path_.c_str(), target_.c_str()) != 0) fail_and_remove("cannot rename the finished file to it", errno);
   done_ = true;
   return h.file_size;
 }

@@ -56,6 +56,8 @@ class LsbWriter {
   void abort() noexcept;
 
  private:
+  // Removes the temporary file, then throws "TARGET: what: strerror(err) (... removed)".
+  [[noreturn]] void fail_and_remove(const char* what, int err);
   void write_at_end(const void* p, uint64_t n);
   void pad_to(uint64_t alignment);
 

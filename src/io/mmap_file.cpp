@@ -44,7 +44,14 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(data_, size_);
 }
 
+void MappedFile::release() {
+  if (data_) ::munmap(data_, size_);
+  data_ = nullptr;
+  released_ = true;
+}
+
 std::span<const std::byte> MappedFile::range(uint64_t offset, uint64_t len, const char* what) const {
+  if (released_) fail(path_, "{} [{}, +{}) is not mapped any more (the file is being streamed)", what, offset, len);
   if (offset > size_ || len > size_ - offset)
     fail(path_, "{} [{}, +{}) lies outside the file ({} bytes)", what, offset, len, size_);
   return bytes().subspan(offset, len);

@@ -17,14 +17,21 @@ class MappedFile {
 
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
-  std::span<const std::byte> bytes() const { return {static_cast<const std::byte*>(data_), size_}; }
-  // Checked sub-range: throws naming the file if [offset, offset+len) is not inside it.
+  std::span<const std::byte> bytes() const { return {static_cast<const std::byte*>(data_), data_ ? size_ : 0}; }
+  // Checked sub-range: throws naming the file if [offset, offset+len) is not inside it, or if
+  // the map was released.
   std::span<const std::byte> range(uint64_t offset, uint64_t len, const char* what) const;
+  // Unmaps the file; range() throws from then on. For a caller that has copied what it needs and
+  // reads the rest with pread: no page of the map can count toward its resident memory again,
+  // and a file truncated underneath can no longer raise SIGBUS through it.
+  void release();
+  bool released() const { return released_; }
 
  private:
   std::string path_;
   void* data_ = nullptr;
   uint64_t size_ = 0;
+  bool released_ = false;
 };
 
 // Returns the pages of a span of a read-only map to the kernel (madvise DONTNEED): they are

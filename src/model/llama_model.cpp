@@ -68,7 +68,9 @@ BufferNeeds LlamaModel::buffer_needs(int ctx, int batch) const {
   b.kv_bytes = 2ull * cfg_.n_layers * static_cast<uint64_t>(ctx) * cfg_.n_kv_heads * cfg_.head_dim *
                dtype_size(opt_.kv_type);
   const uint64_t rope = static_cast<uint64_t>(ctx) * static_cast<uint64_t>(cfg_.head_dim);  // cos + sin tables
-  const uint64_t logits = static_cast<uint64_t>(batch) * cfg_.vocab_size;  // the caller's, at most one row a token
+  // The caller's logits (at most one row a token) and a sampler's candidates (one pair of 8
+  // bytes per vocabulary entry, for top-p).
+  const uint64_t logits = static_cast<uint64_t>(batch + 2) * cfg_.vocab_size;
   b.activation_bytes = 4 * (Activations::floats(cfg_, batch, ctx, omp_get_max_threads()) + rope + logits);
   return b;
 }

@@ -245,6 +245,8 @@ CalibrationSet calibrate_model(const TensorSource& src, const Tokenizer& tok, co
 // ---------------------------------------------------------------------------------------------
 // Statistics file
 
+std::string calibration_temp_path(const std::string& path) { return fmt::format("{}.tmp.{}", path, ::getpid()); }
+
 void write_calibration(const std::string& path, const CalibrationSet& set) {
   std::vector<SafetensorsEntry> entries;
   for (const auto& [key, s] : set.inputs) {
@@ -261,7 +263,7 @@ void write_calibration(const std::string& path, const CalibrationSet& set) {
                                              {"windows", std::to_string(i.windows)},
                                              {"model_fingerprint", i.model_fingerprint},
                                              {"model_config", config_to_json(i.config).dump()}};
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  const std::string tmp = calibration_temp_path(path);
   try {
     SafetensorsWriter w(tmp, entries, meta);
     for (const auto& [key, s] : set.inputs) {

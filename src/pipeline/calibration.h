@@ -93,6 +93,8 @@ CalibrationSet calibrate_model(const TensorSource& src, const Tokenizer& tok, co
 // F32 (cols, cols) per input, provenance in the metadata. Written to a temporary file renamed
 // when complete.
 void write_calibration(const std::string& path, const CalibrationSet& set);
+// The temporary file write_calibration writes first (for a signal handler to remove).
+std::string calibration_temp_path(const std::string& path);
 // True when `path` is a statistics file (by its header), false for anything else (e.g. a text).
 bool is_calibration_file(const std::string& path);
 // Reads and checks a statistics file against the model it is to be used with: same

@@ -55,6 +55,11 @@ struct Dense {
   class View final : public BlobView {
    public:
     View(std::span<const std::byte> b, int64_t cols) : b_(b), cols_(cols) {}
+    RowSpans row_spans(int64_t r) const override {
+      RowSpans s;
+      s.add(b_.data() + static_cast<size_t>(r * cols_) * kSize, static_cast<uint64_t>(cols_) * kSize);
+      return s;
+    }
     void dequantize_row(int64_t r, float* out) const override {
       const std::byte* row = b_.data() + static_cast<size_t>(r * cols_) * kSize;
       for (int64_t c = 0; c < cols_; ++c) {

@@ -236,6 +236,15 @@ void Lsb1View::dequantize_row(int64_t r, float* out) const {
   outliers.apply_row(r, out);
 }
 
+RowSpans Lsb1View::row_spans(int64_t r) const {
+  RowSpans s;
+  s.add(signs + r * words, 8 * static_cast<uint64_t>(words));
+  s.add(scales + r * ngroups, 2 * static_cast<uint64_t>(ngroups));
+  if (means) s.add(means + r * ngroups, 2 * static_cast<uint64_t>(ngroups));
+  outliers.add_row_spans(r, s);
+  return s;
+}
+
 extern const SchemeOps kLsb1Ops{DType::LSB1, "lsb1",
                                 "sign bit x fp16 scale per group of G + top-alpha fp16 outliers per row", false,
                                 make_params, fixed_bytes, quantize_ref, quantize_fast, open};

@@ -49,6 +49,7 @@ class Lsb1View final : public BlobView {
   static Lsb1View parse(std::span<const std::byte> blob, int64_t rows, int64_t cols, std::string_view params,
                         const OpenArgs& args, const OutlierSink* sink = nullptr);
   void dequantize_row(int64_t r, float* out) const override;
+  RowSpans row_spans(int64_t r) const override;
   uint64_t outlier_count() const override { return outliers.total(); }
 
   int64_t rows = 0, cols = 0;

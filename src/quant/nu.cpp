@@ -271,6 +271,14 @@ void NuView::dequantize_row(int64_t r, float* out) const {
   for (int64_t c = 0; c < cols; ++c) out[c] = f16_to_f32(scales[r * ngroups + c / group]) * levels[index(r, c)];
 }
 
+RowSpans NuView::row_spans(int64_t r) const {
+  RowSpans s;
+  s.add(levels, 4 * (uint64_t{1} << bits));
+  s.add(scales + r * ngroups, 2 * static_cast<uint64_t>(ngroups));
+  s.add(planes + r * bits * words, 8 * static_cast<uint64_t>(bits) * static_cast<uint64_t>(words));
+  return s;
+}
+
 extern const SchemeOps kNuOps{DType::NU, "nu",
                               "learned non-uniform levels (2-4 bits) x fp16 scale per group; GPTQ with statistics", true,
                               make_params, fixed_bytes, quantize_impl<true>, quantize_impl<false>, open};

@@ -43,6 +43,7 @@ class NuView final : public BlobView {
   static NuView parse(std::span<const std::byte> blob, int64_t rows, int64_t cols, std::string_view params,
                       const OpenArgs& args);
   void dequantize_row(int64_t r, float* out) const override;
+  RowSpans row_spans(int64_t r) const override;
   int index(int64_t r, int64_t c) const;
 
   int64_t rows = 0, cols = 0, words = 0, group = 0, ngroups = 0;

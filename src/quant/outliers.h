@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "quant/scheme.h"
+
 namespace lsb::quant {
 
 // Columns of the k largest |row[c]| (ties: lower column first), in increasing column order.
@@ -76,6 +78,11 @@ struct OutlierSection {
   uint64_t total() const { return row_value_start.empty() ? 0 : row_value_start.back(); }
   // Overwrites the outlier columns of row r in `out` with their values.
   void apply_row(int64_t r, float* out) const;
+  // The bytes apply_row(r) reads (its gap code and its values) added to `s`.
+  void add_row_spans(int64_t r, RowSpans& s) const {
+    s.add(gaps + row_gap_start[r], row_gap_start[r + 1] - row_gap_start[r]);
+    s.add(values + row_value_start[r], 2 * (row_value_start[r + 1] - row_value_start[r]));
+  }
 };
 
 struct OutlierParse {

@@ -254,6 +254,13 @@ void PaperView::dequantize_row(int64_t r, float* out) const {
   outliers.apply_row(r, out);
 }
 
+RowSpans PaperView::row_spans(int64_t r) const {
+  RowSpans s;  // mu, sigma and tau were copied out of the header by parse
+  s.add(signs + r * words, 8 * static_cast<uint64_t>(words));
+  outliers.add_row_spans(r, s);
+  return s;
+}
+
 extern const SchemeOps kPaperOps{DType::PAPER, "paper",
                                  "seed method: per-tensor quantile outliers, sign bits around mu, scale sigma", false,
                                  make_params, fixed_bytes, quantize_ref, quantize_fast, open};

@@ -89,6 +89,13 @@ void Q8View::dequantize_row(int64_t r, float* out) const {
   for (int64_t c = 0; c < cols; ++c) out[c] = static_cast<float>(row[c]) * scale;
 }
 
+RowSpans Q8View::row_spans(int64_t r) const {
+  RowSpans s;
+  s.add(scales + r, 4);
+  s.add(q + r * cols, static_cast<uint64_t>(cols));
+  return s;
+}
+
 extern const SchemeOps kQ8Ops{DType::Q8, "q8", "int8 with one f32 scale per row (max|w| / 127)", false,
                               make_params, fixed_bytes, quantize_ref, quantize, open};
 

@@ -22,6 +22,7 @@ class Q8View final : public BlobView {
  public:
   static Q8View parse(std::span<const std::byte> blob, int64_t rows, int64_t cols, const OpenArgs& args);
   void dequantize_row(int64_t r, float* out) const override;
+  RowSpans row_spans(int64_t r) const override;
   int64_t rows = 0, cols = 0;
   const float* scales = nullptr;  // [rows]
   const int8_t* q = nullptr;      // [rows * cols]

@@ -15,12 +15,14 @@
 // or "" for schemes without parameters. This canonical text is what a .lsb directory stores, so
 // new schemes bring new keys without changing the file format.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <memory_resource>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,12 +50,28 @@ struct SchemeOptions {
   static SchemeOptions parse(std::string_view text, const std::string& where);
 };
 
+// The bytes of a blob that dequantize_row(r) reads: a few ranges inside the blob the view was
+// opened on (row r's part of each section, plus any table shared by all rows). Streaming reads
+// embedding rows by fetching exactly these ranges (docs/STREAMING.md), so a view must list every
+// byte it reads; QuantBlobView.RowSpansCoverEveryByteRead checks it for every scheme.
+struct RowSpans {
+  static constexpr int kMax = 6;
+  std::array<std::span<const std::byte>, kMax> spans{};
+  int n = 0;
+  void add(const void* p, uint64_t bytes) {
+    if (n == kMax) throw std::logic_error("RowSpans: more than kMax ranges");
+    if (bytes > 0) spans[static_cast<size_t>(n++)] = {static_cast<const std::byte*>(p), static_cast<size_t>(bytes)};
+  }
+};
+
 // A validated blob, as the matrix it stores.
 class BlobView {
  public:
   virtual ~BlobView() = default;
   // Row r of the matrix as float, exactly as the scheme defines its reconstruction.
   virtual void dequantize_row(int64_t r, float* out) const = 0;
+  // Every byte of the blob dequantize_row(r) reads.
+  virtual RowSpans row_spans(int64_t r) const = 0;
   // Weights stored exactly beside the code (0 for schemes without outliers).
   virtual uint64_t outlier_count() const { return 0; }
 };

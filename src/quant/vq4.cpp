@@ -311,6 +311,14 @@ void Vq4View::dequantize_row(int64_t r, float* out) const {
   }
 }
 
+RowSpans Vq4View::row_spans(int64_t r) const {
+  RowSpans s;
+  s.add(codebook, 2 * kDim * (uint64_t{1} << bits));
+  s.add(scales + r * ngroups, 2 * static_cast<uint64_t>(ngroups));
+  s.add(codes + r * row_words, 8 * static_cast<uint64_t>(row_words));
+  return s;
+}
+
 extern const SchemeOps kVq4Ops{DType::VQ4, "vq4",
                                "learned codebook of 4-weight vectors (1-2.5 bits per weight) x fp16 scale per group; "
                                "GPTQ with statistics",

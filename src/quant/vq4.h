@@ -43,6 +43,7 @@ class Vq4View final : public BlobView {
   static Vq4View parse(std::span<const std::byte> blob, int64_t rows, int64_t cols, std::string_view params,
                        const OpenArgs& args);
   void dequantize_row(int64_t r, float* out) const override;
+  RowSpans row_spans(int64_t r) const override;
   uint32_t index(int64_t r, int64_t j) const;  // of the vector at columns 4j..4j+3
 
   int64_t rows = 0, cols = 0, group = 0, ngroups = 0, row_words = 0;

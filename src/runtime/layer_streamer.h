@@ -13,9 +13,16 @@
 // building and computing a unit each take less time than reading it. With two slots (a budget too small for three) reading and building of the
 // next unit run one after the other while the current unit computes.
 //
-// Embedding rows are read on demand from a memory map whose pages are dropped after each use.
-// Everything resident is accounted for when the model sizes its buffers (reserve()), and a
-// budget that cannot hold it is refused with the minimum it would need.
+// Embedding rows are read on demand with pread, only the bytes a row needs, into pages released
+// right after the row is converted. Everything resident is accounted for when the model sizes
+// its buffers (reserve()): the process as the OS measures it at that moment, plus a bound for
+// everything that can still grow (slots, the model's buffers, code not yet paged in, thread
+// stacks). A budget that cannot hold it is refused with the minimum it would need.
+//
+// The file is read with pread only (the reader's map is released by open_session), so a file
+// truncated underneath ends the run with an error instead of SIGBUS. Every unit's checksums are
+// checked each time it is read, and the file's size and change time after every read: a file
+// truncated or rewritten while it is streamed is detected (docs/STREAMING.md, "Faults").
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -30,7 +37,6 @@
 #include <vector>
 
 #include "format/lsb_reader.h"
-#include "io/mmap_file.h"
 #include "model/weights.h"
 #include "quant/scheme.h"
 
@@ -40,8 +46,21 @@ namespace lsb {
 struct StreamFootprint {
   uint64_t slot_bytes = 0;   // one slot: the largest unit's bytes + its in-memory repacking
   uint64_t unit_bytes = 0;   // of which the largest unit's bytes (as read, page-aligned)
-  uint64_t embedding = 0;    // row index of the embedding + a few pages
+  uint64_t embedding = 0;    // pages of the embedding row being read (the largest row's, page-rounded)
   uint64_t with_slots(int slots) const { return static_cast<uint64_t>(slots) * slot_bytes + embedding; }
+};
+
+// The rest of the process, measured by the OS when the model first sizes its buffers (before
+// any slot or buffer of the run exists), plus bounds for what can still grow outside them.
+struct ProcessFootprint {
+  uint64_t measured = 0;     // resident then: code run so far, libraries, heap (file index,
+                             // tokenizer, embedding row index, the input), stacks so far
+  uint64_t code_growth = 0;  // file-backed mappings (program, libraries) not resident yet
+  uint64_t stacks = 0;       // every thread's whole stack: reader, builder, OpenMP workers, and
+                             // the main thread's growth (one stack's worth)
+  int threads = 0;           // threads counted in `stacks`
+  uint64_t peak = 0;         // the process's peak resident size so far (VmHWM)
+  uint64_t total() const { return measured + code_growth + stacks; }
 };
 
 struct StreamOptions {
@@ -75,17 +94,18 @@ class LayerStreamer final : public WeightProvider {
   // prefetching the units after it; what it returns is valid until the next layer()/head().
   const LayerWeights& layer(int l) override;
   const Linear& head() override;
-  // Embedding rows are read through a map; embedding_done() releases its pages.
+  // Reads the bytes of the row with pread into pages released right after.
   void embedding_row(int token, float* out) override;
-  void embedding_done() override;
   const std::vector<float>& final_norm() const override { return final_norm_; }
   // Bytes read from the file to decode one token: every unit once, plus one embedding row.
   uint64_t bytes_per_token() const override;
-  // Checks the budget against everything resident (slots, embedding index, the model's buffers,
-  // the process itself) and picks the number of slots. Throws naming the minimum when it cannot.
+  // Checks the budget against everything resident (slots, embedding row pages, the model's
+  // buffers, the process itself and what it can still grow by) and picks the number of slots.
+  // Throws naming the minimum when it cannot. The process is measured on the first call.
   void reserve(const BufferNeeds& needs) override;
-  // Bytes resident with `slots` weight slots and the model's buffers.
+  // Bytes resident with `slots` weight slots and the model's buffers (after the first reserve()).
   uint64_t resident_need(const BufferNeeds& needs, int slots) const;
+  const ProcessFootprint& process_footprint() const { return process_; }
 
   // Bytes read from the file so far (for bytes-per-token figures).
   uint64_t bytes_read() const { return bytes_read_.load(); }
@@ -132,6 +152,8 @@ class LayerStreamer final : public WeightProvider {
   void schedule(int slot, int unit);       // caller holds mu_
   void free_slot(Slot& s);                 // caller holds mu_; the slot is not in flight
   void read_unit(Slot& s, int unit);       // reader thread
+  void read_exact(int fd, std::byte* dst, uint64_t len, uint64_t offset, uint64_t valid_end);
+  void check_unchanged();                  // the file's size and change time are those at open
   void build_unit(Slot& s, int unit);      // builder thread
   void reader_loop();
   void builder_loop();
@@ -143,21 +165,29 @@ class LayerStreamer final : public WeightProvider {
   std::shared_ptr<const format::LsbReader> reader_;
   ModelConfig cfg_;
   StreamOptions opt_;
-  uint64_t base_rss_ = 0;               // the process before the streamer allocated anything
+  ProcessFootprint process_;            // measured on the first reserve()
+  bool measured_ = false;
   std::vector<float> final_norm_;
   std::vector<Unit> units_;
   std::vector<char> verified_;          // per tensor: checksum checked once (builder thread only)
   StreamFootprint footprint_;
   int fd_ = -1, fd_direct_ = -1;
+  uint64_t file_size_ = 0;              // st_size and st_ctim at open, checked after every read
+  int64_t file_ctime_sec_ = 0, file_ctime_nsec_ = 0;
   std::atomic<uint64_t> bytes_read_{0};
   std::atomic<uint64_t> read_ns_{0}, build_ns_{0};
   OverflowResource overflow_;
 
-  // Embedding read through its own map.
-  std::unique_ptr<MappedFile> map_;
+  // Embedding: a view parsed once over a map of its blob; the map is then replaced, at the
+  // same address, by anonymous pages that embedding_row fills with pread (row spans only).
   const TensorInfo* embed_ = nullptr;
-  std::span<const std::byte> embed_bytes_;
+  uint64_t embed_offset_ = 0;           // of the blob in the file
+  void* embed_map_ = nullptr;
+  uint64_t embed_map_len_ = 0;
+  std::span<const std::byte> embed_bytes_;       // the blob's addresses (inside embed_map_)
   std::unique_ptr<quant::BlobView> embed_view_;  // packed embeddings: rows through their scheme
+  std::vector<uint64_t> embed_row_sums_;         // XXH3 of each row's spans, taken at open
+  quant::RowSpans embed_row_spans(int token) const;
 
   Slot slots_[kMaxSlots];
   int n_slots_ = kMinSlots;

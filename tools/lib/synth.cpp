@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -505,7 +506,7 @@ void write_text_file(const fs::path& p, const std::string& text) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
   f.write(text.data(), std::streamsize(text.size()));
   f.close();
-  if (!f) fail(p.string(), "cannot write file");
+  if (!f) fail(p.string(), "cannot write file: {}", std::strerror(errno));
 }
 
 std::string shard_name(int i, int n) { return fmt::format("model-{:05}-of-{:05}.safetensors", i + 1, n); }
@@ -526,10 +527,14 @@ void convert_row(const float* src, std::byte* dst, int64_t n, DType dtype) {
 struct TempDir {
   fs::path path;
   bool keep = false;
-  ~TempDir() {
-    if (keep || path.empty()) return;
+  std::function<void(const std::string&)> announce;
+  void remove_now() {
     std::error_code ec;
-    fs::remove_all(path, ec);
+    if (!keep && !path.empty()) fs::remove_all(path, ec);
+  }
+  ~TempDir() {
+    remove_now();
+    if (announce) announce("");
   }
 };
 
@@ -587,96 +592,104 @@ SynthResult synth_model(const std::string& dir, const SynthShape& shape, const S
 
   TempDir tmp;
   tmp.path = parent / fmt::format(".{}.lsb-synth-tmp-{}", clean.filename().string(), ::getpid());
+  tmp.announce = o.on_temp_dir;
+  if (tmp.announce) tmp.announce(tmp.path.string());
   fs::remove_all(tmp.path, ec);
   fs::create_directory(tmp.path, ec);
   if (ec) fail(tmp.path.string(), "cannot create temporary folder: {}", ec.message());
 
   SynthResult res;
-  res.dir = clean.string();
-  res.shape = shape.name;
-  res.config = cfg;
-  res.n_params = cfg.n_params_estimate();
-  res.n_tensors = int(expected.size());
-  res.n_shards = n_shards;
-  res.tensor_bytes = tensor_bytes;
+  try {
+    res.dir = clean.string();
+    res.shape = shape.name;
+    res.config = cfg;
+    res.n_params = cfg.n_params_estimate();
+    res.n_tensors = int(expected.size());
+    res.n_shards = n_shards;
+    res.tensor_bytes = tensor_bytes;
 
-  const std::string config_text = synth_hf_config(shape, o.dtype, o.seed).dump(2) + "\n";
-  write_text_file(tmp.path / "config.json", config_text);
-  res.file_bytes += config_text.size();
+    const std::string config_text = synth_hf_config(shape, o.dtype, o.seed).dump(2) + "\n";
+    write_text_file(tmp.path / "config.json", config_text);
+    res.file_bytes += config_text.size();
 
-  if (o.tokenizer) {
-    const auto tt = std::chrono::steady_clock::now();
-    // Trained on at most 4096 pieces (the built-in text holds no more merges), padded to the
-    // shape's vocabulary so every id the model emits decodes.
-    const std::string proto = synth_tokenizer_model(cfg.vocab_size);
-    write_text_file(tmp.path / "tokenizer.model", proto);
-    sentencepiece::SentencePieceProcessor sp;
-    if (!sp.LoadFromSerializedProto(proto).ok()) fail((tmp.path / "tokenizer.model").string(), "trained tokenizer does not load");
-    res.tokenizer_pieces = sp.GetPieceSize();
-    res.file_bytes += proto.size();
-    res.tokenizer_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tt).count();
-  }
-
-  // Weights: row chunks of at most chunk_bytes, generated in parallel into one buffer while the
-  // previous chunk is written from the other, so memory stays at two chunks whatever the model.
-  const auto tw = std::chrono::steady_clock::now();
-  const std::string bar_label = fmt::format("synth {} (synthetic)", shape.name);
-  ProgressBar bar(bar_label, static_cast<long long>((tensor_bytes + 999999) / 1000000), o.progress);
-  std::vector<std::byte> buf[2];
-  std::vector<float> values;
-  int which = 0;
-  uint64_t done = 0;
-  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
-  for (int si = 0; si < n_shards; ++si) {
-    const std::string name = shard_name(si, n_shards);
-    SafetensorsWriter writer((tmp.path / name).string(), shards[size_t(si)],
-                             {{"format", "pt"}, {"lsb_synthetic", "true"}});
-    std::future<void> pending;  // declared after writer: destroyed (waited for) first
-    for (const SafetensorsEntry& e : shards[size_t(si)]) {
-      weight_map[e.name] = name;
-      const int64_t rows = e.shape.size() >= 2 ? e.shape[0] : 1;
-      const int64_t cols = e.shape.back();
-      const uint64_t row_bytes = uint64_t(cols) * esize;
-      const int64_t rows_per_chunk = std::max<int64_t>(1, int64_t(o.chunk_bytes / std::max<uint64_t>(1, row_bytes)));
-      for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
-        const int64_t r1 = std::min(rows, r0 + rows_per_chunk);
-        const size_t n = size_t(r1 - r0) * size_t(cols);
-        values.resize(n);
-        synth_tensor_rows(cfg, o.seed, e.name, rows, cols, r0, r1, values.data());
-        std::vector<std::byte>& out = buf[which];
-        out.resize(n * esize);
-        #pragma omp parallel for schedule(static)
-        for (int64_t r = r0; r < r1; ++r)
-          convert_row(values.data() + size_t(r - r0) * size_t(cols), out.data() + size_t(r - r0) * row_bytes, cols, o.dtype);
-        if (pending.valid()) pending.get();
-        pending = std::async(std::launch::async, [&writer, &out] { writer.append(out); });
-        which ^= 1;
-        done += out.size();
-        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count();
-        bar.update(static_cast<long long>(done / 1000000),
-                   fmt::format("MB, {:.0f} MB/s", el > 0 ? double(done) / 1e6 / el : 0.0));
-      }
+    if (o.tokenizer) {
+      const auto tt = std::chrono::steady_clock::now();
+      // Trained on at most 4096 pieces (the built-in text holds no more merges), padded to the
+      // shape's vocabulary so every id the model emits decodes.
+      const std::string proto = synth_tokenizer_model(cfg.vocab_size);
+      write_text_file(tmp.path / "tokenizer.model", proto);
+      sentencepiece::SentencePieceProcessor sp;
+      if (!sp.LoadFromSerializedProto(proto).ok()) fail((tmp.path / "tokenizer.model").string(), "trained tokenizer does not load");
+      res.tokenizer_pieces = sp.GetPieceSize();
+      res.file_bytes += proto.size();
+      res.tokenizer_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tt).count();
     }
-    if (pending.valid()) pending.get();
-    writer.finish();
-    res.file_bytes += writer.total_bytes();
-  }
-  bar.update(static_cast<long long>((tensor_bytes + 999999) / 1000000), "MB");
-  bar.finish();
-  res.weight_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count();
 
-  nlohmann::ordered_json index = {{"metadata", {{"total_size", tensor_bytes}, {"lsb_synthetic", true}}},
-                                  {"weight_map", weight_map}};
-  const std::string index_text = index.dump(2) + "\n";
-  write_text_file(tmp.path / "model.safetensors.index.json", index_text);
-  res.file_bytes += index_text.size();
+    // Weights: row chunks of at most chunk_bytes, generated in parallel into one buffer while the
+    // previous chunk is written from the other, so memory stays at two chunks whatever the model.
+    const auto tw = std::chrono::steady_clock::now();
+    const std::string bar_label = fmt::format("synth {} (synthetic)", shape.name);
+    ProgressBar bar(bar_label, static_cast<long long>((tensor_bytes + 999999) / 1000000), o.progress);
+    std::vector<std::byte> buf[2];
+    std::vector<float> values;
+    int which = 0;
+    uint64_t done = 0;
+    nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+    for (int si = 0; si < n_shards; ++si) {
+      const std::string name = shard_name(si, n_shards);
+      SafetensorsWriter writer((tmp.path / name).string(), shards[size_t(si)],
+                               {{"format", "pt"}, {"lsb_synthetic", "true"}});
+      std::future<void> pending;  // declared after writer: destroyed (waited for) first
+      for (const SafetensorsEntry& e : shards[size_t(si)]) {
+        weight_map[e.name] = name;
+        const int64_t rows = e.shape.size() >= 2 ? e.shape[0] : 1;
+        const int64_t cols = e.shape.back();
+        const uint64_t row_bytes = uint64_t(cols) * esize;
+        const int64_t rows_per_chunk = std::max<int64_t>(1, int64_t(o.chunk_bytes / std::max<uint64_t>(1, row_bytes)));
+        for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
+          const int64_t r1 = std::min(rows, r0 + rows_per_chunk);
+          const size_t n = size_t(r1 - r0) * size_t(cols);
+          values.resize(n);
+          synth_tensor_rows(cfg, o.seed, e.name, rows, cols, r0, r1, values.data());
+          std::vector<std::byte>& out = buf[which];
+          out.resize(n * esize);
+          #pragma omp parallel for schedule(static)
+          for (int64_t r = r0; r < r1; ++r)
+            convert_row(values.data() + size_t(r - r0) * size_t(cols), out.data() + size_t(r - r0) * row_bytes, cols, o.dtype);
+          if (pending.valid()) pending.get();
+          pending = std::async(std::launch::async, [&writer, &out] { writer.append(out); });
+          which ^= 1;
+          done += out.size();
+          const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count();
+          bar.update(static_cast<long long>(done / 1000000),
+                     fmt::format("MB, {:.0f} MB/s", el > 0 ? double(done) / 1e6 / el : 0.0));
+        }
+      }
+      if (pending.valid()) pending.get();
+      writer.finish();
+      res.file_bytes += writer.total_bytes();
+    }
+    bar.update(static_cast<long long>((tensor_bytes + 999999) / 1000000), "MB");
+    bar.finish();
+    res.weight_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count();
 
-  if (fs::exists(clean, ec)) {
-    fs::remove_all(clean, ec);  // empty, or non-empty with force (checked above)
-    if (ec) fail(clean.string(), "cannot replace existing folder: {}", ec.message());
+    nlohmann::ordered_json index = {{"metadata", {{"total_size", tensor_bytes}, {"lsb_synthetic", true}}},
+                                    {"weight_map", weight_map}};
+    const std::string index_text = index.dump(2) + "\n";
+    write_text_file(tmp.path / "model.safetensors.index.json", index_text);
+    res.file_bytes += index_text.size();
+
+    if (fs::exists(clean, ec)) {
+      fs::remove_all(clean, ec);  // empty, or non-empty with force (checked above)
+      if (ec) fail(clean.string(), "cannot replace existing folder: {}", ec.message());
+    }
+    fs::rename(tmp.path, clean, ec);
+    if (ec) fail(clean.string(), "cannot move {} into place: {}", tmp.path.string(), ec.message());
+  } catch (const Error& e) {
+    // The folder being written goes first, so the message says what is true: nothing is left.
+    tmp.remove_now();
+    fail(clean.string(), "not written (the temporary folder {} was removed): {}", tmp.path.string(), e.what());
   }
-  fs::rename(tmp.path, clean, ec);
-  if (ec) fail(clean.string(), "cannot move {} into place: {}", tmp.path.string(), ec.message());
   tmp.keep = true;
 
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

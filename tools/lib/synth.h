@@ -36,6 +36,9 @@ struct SynthOptions {
   // Rows generated per step are capped so a step's output is at most this many bytes; the peak
   // memory of generation is about twice this (two buffers: one generated while one is written).
   uint64_t chunk_bytes = 8ull << 20;
+  // Called with the temporary folder's path before it is created, and with "" once it is moved
+  // into place or removed (the CLI removes it if a signal ends the process).
+  std::function<void(const std::string&)> on_temp_dir;
 };
 
 struct SynthResult {
