@@ -4,7 +4,8 @@
 # Source: the llama.cpp snapshot that node-llama-cpp ships inside its npm package
 # (llama/gitRelease.bundle, a git bundle; llama/llama.cpp.info.json names its release tag).
 #
-# Usage:  scripts/build.sh [WORK_DIR]            (default WORK_DIR=/work/peer)
+# Usage:  bench/peer/build.sh [WORK_DIR]   (default: $LSB_PEER_DIR, else $HOME/.cache/lsb-peer;
+#                                          outside the repository: the build is ~1 GB)
 # Env:    NODE_LLAMA_CPP_VERSION  npm version spec to pack (default: latest; pin it to reproduce,
 #                                 e.g. 3.22.1, which bundles llama.cpp v0.5.0 / de3ff815)
 #         JOBS                    parallel build jobs (default 2)
@@ -20,7 +21,7 @@
 # appended to C and C++ flags (GCC lets an explicit -mno-X override what -march=native implies).
 set -euo pipefail
 
-WORK_DIR=${1:-/work/peer}
+WORK_DIR=${1:-${LSB_PEER_DIR:-$HOME/.cache/lsb-peer}}
 NODE_LLAMA_CPP_VERSION=${NODE_LLAMA_CPP_VERSION:-latest}
 JOBS=${JOBS:-2}
 NICE=${NICE:-10}
