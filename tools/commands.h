@@ -15,6 +15,7 @@ void add_calibrate(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_convert(CLI::App& app);
 
 // Prints a --json result. Generated text may hold bytes that are not UTF-8 (a sampled byte piece
 // on its own); they are printed as U+FFFD instead of aborting the command.

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   lsb::cli::add_inspect(app);
   lsb::cli::add_synth(app);
   lsb::cli::add_bench(app);
+  lsb::cli::add_convert(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
