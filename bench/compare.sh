@@ -94,7 +94,7 @@ for it in "${ITEMS[@]}"; do
       # shellcheck disable=SC2086  # ARGS are split into words on purpose
       nice -n "$NICE" "$LSB" compress "$MODEL" -o "$f" $args --json > "$WORK/lsb/$n.compress.json"
     fi
-    LSB_FILES+=("$n"$'\t'"$f"$'\t'"lsb compress $args")
+    LSB_FILES+=("$n"$'\t'"$f"$'\t'"lsb compress ${args:-(default recipe)}")
   else
     echo "compare.sh: '$it' is neither a file nor NAME:ARGS" >&2; exit 2
   fi
@@ -106,7 +106,11 @@ for t in "${PEER_TYPES[@]}"; do
   PEER_FILES+=("$t"$'\t'"$f")
 done
 
+# With REUSE=1 the earlier invocations' lines stay in run.txt (this one's steps are named).
+RUN_TEE=(tee "$WORK/run.txt")
+[[ ${REUSE:-0} == 1 && -s $WORK/run.txt ]] && RUN_TEE=(tee -a "$WORK/run.txt")
 {
+  [[ ${RUN_TEE[1]} == -a ]] && echo "another invocation, steps:$STEPS"
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
   echo "load average at start: $(loadavg)"
@@ -115,7 +119,7 @@ done
   echo "model: $MODEL${SYNTH:+ (SYNTHETIC, random weights)}"
   echo "threads: ${THREAD_LIST[*]} (speed), $KLD_THREADS (KLD); reps: $REPS"
   [[ ${REUSE:-0} == 1 ]] && echo "REUSE=1: finished KLD results and .lsb files already in $WORK are kept (their times: ls -l $WORK/kld)"
-} | tee "$WORK/run.txt"
+} | "${RUN_TEE[@]}"
 
 # ---- 1. KLD against the original, each tool measured its own way on the same text ----------
 # llama.cpp: the original's log-probabilities come from $PEER_OUT/$NAME-f32.gguf, the file the
@@ -168,7 +172,7 @@ if [[ $STEPS == *" check "* ]]; then
   llama_ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\) +\/- \([0-9.]*\).*/\1 \2/p' "$llama_log")
   done_log "$WORK/kld/lsb_ref.json" "$MODEL/config.json" '"ppl"' ||
     nice -n "$NICE" "$LSB" eval "$MODEL" --text "$VALID" --ctx 512 -t "$KLD_THREADS" --json > "$WORK/kld/lsb_ref.json"
-  lsb_ppl=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["ppl"], j["ppl_stderr"])' "$WORK/kld/lsb_ref.json")
+  lsb_ppl=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.4f %.5f" % (j["ppl"], j["ppl_stderr"]))' "$WORK/kld/lsb_ref.json")
   {
     echo "export: lsb convert $(basename "$MODEL") --to gguf -o $NAME-f32.gguf ($(stat -c%s "$WORK/$NAME-f32.gguf") bytes; $how)"
     echo "llama.cpp llama-perplexity -c 512 on the export: PPL = ${llama_ppl% *} +/- ${llama_ppl#* }"

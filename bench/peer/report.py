@@ -122,7 +122,7 @@ for r in peer:
     r["top1"] = num("Same top p")[0]
 for r in ours:
     p = f"kld/lsb_{r['name']}.json"
-    if exists(p):
+    if exists(p) and read(p).strip():  # empty while its run is still going
         j = json.loads(read(p))
         r.update(ppl=j["ppl"], ppl_err=j["ppl_stderr"], kld=j["kld_mean"], kld_err=j["kld_stderr"],
                  top1=100 * j["top1_agreement"])
