@@ -41,6 +41,7 @@ CALIB=${CALIB:-$ROOT/../shared/data/bookworm_calib.txt}
 VALID=${VALID:-$ROOT/../shared/data/bookworm_valid.txt}
 OUT=${OUT:-$LSB_PEER_DIR/out}
 NAME=${NAME:-bookworm}
+# shellcheck disable=SC2016  # $LSB is replaced in the template below, not by the shell
 EXPORTER=${EXPORTER:-'$LSB convert {in} --to gguf -o {out}'}
 THREADS=${THREADS:-2}
 NICE=${NICE:-10}
@@ -53,6 +54,7 @@ if [[ -n $SYNTH ]]; then
   OUT=$LSB_PEER_DIR/synth
   NAME=$SYNTH
   GGUF_TYPE=bf16   # the synthetic weights are bf16: nothing is lost, and half the size of F32
+  # shellcheck disable=SC2016  # as above
   EXPORTER='$LSB convert {in} --to gguf --type bf16 -o {out}'
   if [[ ! -f $MODEL/config.json ]]; then
     mkdir -p "$OUT"
