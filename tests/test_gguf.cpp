@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 
@@ -225,6 +226,25 @@ TEST(GgufCli, RunAndCompressAcceptGguf) {
   ASSERT_EQ(c.exit_code, 0) << c.err;
   auto e = lsbtest::run_lsb("run " + out + " -p 'The King' -n 4 --temp 0 -t 2", 120);
   EXPECT_EQ(e.exit_code, 0) << e.err;
+}
+
+// `lsb convert` (what bench/peer/ gives llama.cpp) writes the writer's bytes, and its options.
+TEST(GgufCli, ConvertWritesTheWritersBytes) {
+  for (const char* type : {"f32", "bf16"}) {
+    const std::string out = (lsbtest::temp_dir() / (std::string("convert-") + type + ".gguf")).string();
+    auto r = lsbtest::run_lsb("convert " + bookworm() + " --to gguf --type " + type + " -o " + out + " --json", 120);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["params"].get<uint64_t>(), 27269632u);
+    EXPECT_TRUE(j["vocabulary"].get<bool>());
+    const std::string ref = gguf_of(std::string(type) == "f32" ? lsb::kGgmlF32 : lsb::kGgmlBF16);
+    std::ifstream a(out, std::ios::binary), b(ref, std::ios::binary);
+    const std::string ba((std::istreambuf_iterator<char>(a)), {}), bb((std::istreambuf_iterator<char>(b)), {});
+    EXPECT_EQ(ba.size(), bb.size());
+    EXPECT_TRUE(ba == bb) << type << ": lsb convert differs from write_gguf_from_source";
+  }
+  auto bad = lsbtest::run_lsb("convert " + bookworm() + " --to safetensors -o x", 30);
+  EXPECT_NE(bad.exit_code, 0);
 }
 
 TEST(GgufErrors, UnsupportedTypeNamesTensorAndType) {

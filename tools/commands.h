@@ -17,6 +17,7 @@ void add_synth(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_chat(CLI::App& app);
+void add_convert(CLI::App& app);
 
 // Prints a --json result. Generated text may hold bytes that are not UTF-8 (a sampled byte piece
 // on its own); they are printed as U+FFFD instead of aborting the command.

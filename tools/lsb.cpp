@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   lsb::cli::add_bench(app);
   lsb::cli::add_serve(app);
   lsb::cli::add_chat(app);
+  lsb::cli::add_convert(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
