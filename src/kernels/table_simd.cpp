@@ -367,15 +367,6 @@ void NuGemm(const NuMatrixView& w, const float* x, int64_t n, int64_t r0, int64_
 
 // ---------------------------------------------------------------- VQ4
 
-// Index j of a VQ4 row without a branch on word boundaries: a little-endian u64 read from the
-// byte that holds the index's first bit (callers make sure the 8 bytes lie within the row).
-HWY_INLINE uint32_t Vq4IndexU(const uint8_t* row_bytes, int bits, uint64_t mask, int64_t j) {
-  const int64_t at = j * bits;
-  uint64_t v;
-  std::memcpy(&v, row_bytes + (at >> 3), sizeof v);
-  return static_cast<uint32_t>((v >> (at & 7)) & mask);
-}
-
 #if HWY_TARGET != HWY_SCALAR
 // Codebook entries idx[0 .. Lanes/4) side by side in one vector (4 floats each).
 template <class D>
@@ -389,16 +380,37 @@ HWY_INLINE hn::Vec<D> LoadEntries(D d, const float* HWY_RESTRICT cb, const uint3
 }
 #endif
 
+// id[0 .. count) = indices j .. j + count of a row: one unaligned little-endian u64 read per 8
+// indices (bits <= 8; at 8 bits the read is aligned to the index) or per 4 (up to 12 bits: 4 * 12
+// + 7 bits fit). Reads must stay inside the row (the caller checks). BITS = 0: bits at run time.
+template <int BITS>
+HWY_INLINE void Vq4Indices(const uint8_t* HWY_RESTRICT bytes, int bits_rt, int64_t j, int64_t count,
+                           uint32_t* HWY_RESTRICT id) {
+  const int bits = BITS ? BITS : bits_rt;
+  const uint64_t mask = (uint64_t{1} << bits) - 1;
+  const int64_t per = bits <= 8 ? 8 : 4;
+  for (int64_t k0 = 0; k0 < count; k0 += per) {
+    const int64_t at = (j + k0) * bits;
+    uint64_t v;
+    std::memcpy(&v, bytes + (at >> 3), sizeof v);
+    v >>= (at & 7);
+    const int64_t m = std::min(per, count - k0);
+    for (int64_t k = 0; k < m; ++k) id[k0 + k] = static_cast<uint32_t>((v >> (k * bits)) & mask);
+  }
+}
+
 // One token, rows [r0, r1): per vector of N weights, N / 4 codebook entries are loaded side by
 // side and multiplied with x (one FMA per N weights), two chains; the group scale once per group.
-// (A per-token table of dot products with gathered lookups measured slower on this CPU: gathers
-// cost more than the four entry loads they replace.)
+// (A per-token table of dot products with gathered lookups measured slower on this CPU: a gather
+// of 16 costs more than the 16 entry loads it replaces, and the table has to be built.)
+template <int BITS>
 void Vq4Gemv(const Vq4MatrixView& w, const float* HWY_RESTRICT x, int64_t r0, int64_t r1, float* HWY_RESTRICT y) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const uint64_t mask = (uint64_t{1} << w.bits) - 1;
   const int64_t row_bytes = w.row_words * 8;
-  (void)N, (void)mask, (void)row_bytes;  // unused on the scalar target
+  // Columns whose index reads (8 bytes from the first index of each read) stay inside the row.
+  const int64_t safe_cols = w.bits == 8 ? w.cols : std::max<int64_t>(0, ((row_bytes - 8) * 8 / w.bits) * 4);
+  (void)N, (void)safe_cols;  // unused on the scalar target
   for (int64_t r = r0; r < r1; ++r) {
     const uint64_t* row = w.codes + r * w.row_words;
     const uint8_t* bytes = reinterpret_cast<const uint8_t*>(row);
@@ -413,12 +425,9 @@ void Vq4Gemv(const Vq4MatrixView& w, const float* HWY_RESTRICT x, int64_t r0, in
 #if HWY_TARGET != HWY_SCALAR
       if constexpr (hn::MaxLanes(DF()) >= 4) {
         uint32_t id[hn::MaxLanes(DF()) >= 4 ? 2 * hn::MaxLanes(DF()) / 4 : 1];
-        // Columns whose indices can be read with an 8-byte load inside the row.
-        const int64_t safe = w.bits == 8 ? b : std::min(b, ((row_bytes - 8) * 8 / w.bits) * 4);
+        const int64_t safe = std::min(b, safe_cols);
         for (; c + 2 * N <= safe; c += 2 * N) {
-          const int64_t j = c / 4;
-          for (int64_t i = 0; i < N / 2; ++i)
-            id[i] = w.bits == 8 ? bytes[j + i] : Vq4IndexU(bytes, w.bits, mask, j + i);
+          Vq4Indices<BITS>(bytes, w.bits, c / 4, N / 2, id);
           a0 = hn::MulAdd(LoadEntries(df, w.codebook, id), hn::LoadU(df, x + c), a0);
           a1 = hn::MulAdd(LoadEntries(df, w.codebook, id + N / 4), hn::LoadU(df, x + c + N), a1);
         }
@@ -443,7 +452,10 @@ void Vq4Gemv(const Vq4MatrixView& w, const float* HWY_RESTRICT x, int64_t r0, in
 void Vq4Gemm(const Vq4MatrixView& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   const DF df;
   if (n < kVq4PanelMinTokens || hn::Lanes(df) < 4) {
-    for (int64_t t = 0; t < n; ++t) Vq4Gemv(w, x + t * w.cols, r0, r1, y + t * ldy + r0);
+    for (int64_t t = 0; t < n; ++t) {
+      if (w.bits == 8) Vq4Gemv<8>(w, x + t * w.cols, r0, r1, y + t * ldy + r0);
+      else Vq4Gemv<0>(w, x + t * w.cols, r0, r1, y + t * ldy + r0);
+    }
     return;
   }
   PanelGemm(w.cols, x, n, r0, r1, y, ldy, [&](int64_t r, float* out) { Vq4DecodeRow(w, r, out); });
