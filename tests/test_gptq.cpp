@@ -15,6 +15,8 @@
 #include "quant/vq4.h"
 #include "base/fp16.h"
 
+#include <hwy/targets.h>
+
 namespace q = lsb::quant;
 using lsb::DType;
 
@@ -213,4 +215,48 @@ TEST(Vq4, CodebookAndReconstruction) {
   const double e8 =
       output_error(w, roundtrip({DType::VQ4, 8, 64}, w, rows, cols, nullptr), std::vector<float>(cols, 1.0f), rows, cols);
   EXPECT_LT(e8, e6);
+}
+
+// The SIMD nearest-codeword search returns the scalar search's index on every compiled target,
+// including exact ties (duplicated codewords), zero importances and codebooks whose size is not
+// a multiple of the lanes.
+TEST(Vq4, SimdNearestMatchesScalarOnEveryTarget) {
+  struct Guard {
+    ~Guard() { hwy::SetSupportedTargetsForTest(0); }
+  } guard;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  int checked = 0, ties = 0;
+  for (int64_t entries : {int64_t{1}, int64_t{7}, int64_t{16}, int64_t{37}, int64_t{256}, int64_t{512}}) {
+    std::vector<float> d[4];
+    for (auto& v : d) {
+      v.resize(static_cast<size_t>(entries));
+      for (float& x : v) x = nd(rng);
+    }
+    // Every third codeword repeats an earlier one: exact ties, which go to the lower index.
+    for (int64_t c = 3; c < entries; c += 3)
+      for (auto& v : d) v[c] = v[c / 3];
+    const q::Vq4Soa cb{d[0].data(), d[1].data(), d[2].data(), d[3].data(), entries};
+    for (int trial = 0; trial < 200; ++trial) {
+      float w[4], h[4];
+      const int64_t pick = static_cast<int64_t>(rng() % static_cast<uint32_t>(entries));
+      const float s = trial % 5 == 0 ? 1.0f : std::fabs(nd(rng)) + 0.05f;
+      for (int k = 0; k < 4; ++k) {
+        // Half the trials sit exactly on a (possibly duplicated) codeword.
+        w[k] = trial % 2 ? s * d[k][pick] : nd(rng);
+        h[k] = trial % 7 == 0 ? 0.0f : std::fabs(nd(rng));
+      }
+      const int want = q::vq4_nearest_scalar(cb, w, h, s);
+      if (trial % 2 && pick % 3 == 0 && pick > 0) ++ties;
+      for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+        hwy::SetSupportedTargetsForTest(target);
+        ASSERT_STREQ(q::vq4_simd_target(), hwy::TargetName(target));
+        ASSERT_EQ(q::vq4_nearest_simd(cb, w, h, s), want)
+            << hwy::TargetName(target) << " entries=" << entries << " trial=" << trial;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 1200);
+  EXPECT_GT(ties, 20);
 }

@@ -20,11 +20,14 @@ namespace {
 
 constexpr int kDim = 4;
 
-// The codebook as structure-of-arrays, for the nearest-codeword search.
+// The codebook as structure-of-arrays, for the nearest-codeword search (scalar for the
+// reference quantizer, SIMD for the fast one; the same index either way).
 struct Codebook {
   int entries = 0;
+  bool simd = false;
   std::vector<float> d[kDim];
-  explicit Codebook(const std::vector<float>& aos) : entries(static_cast<int>(aos.size() / kDim)) {
+  Codebook(const std::vector<float>& aos, bool use_simd)
+      : entries(static_cast<int>(aos.size() / kDim)), simd(use_simd) {
     for (int k = 0; k < kDim; ++k) {
       d[k].resize(static_cast<size_t>(entries));
       for (int c = 0; c < entries; ++c) d[k][c] = aos[static_cast<size_t>(c) * kDim + k];
@@ -32,24 +35,14 @@ struct Codebook {
   }
   // argmin_c sum_k h_k (w_k - s cb_ck)^2 (ties: the lower index).
   int nearest(const float* w, const float* h, float s) const {
-    const float *d0 = d[0].data(), *d1 = d[1].data(), *d2 = d[2].data(), *d3 = d[3].data();
-    int best = 0;
-    float bd = std::numeric_limits<float>::infinity();
-    for (int c = 0; c < entries; ++c) {
-      const float t0 = w[0] - s * d0[c], t1 = w[1] - s * d1[c], t2 = w[2] - s * d2[c], t3 = w[3] - s * d3[c];
-      const float e = h[0] * t0 * t0 + h[1] * t1 * t1 + h[2] * t2 * t2 + h[3] * t3 * t3;
-      if (e < bd) {
-        bd = e;
-        best = c;
-      }
-    }
-    return best;
+    const Vq4Soa soa{d[0].data(), d[1].data(), d[2].data(), d[3].data(), entries};
+    return simd ? vq4_nearest_simd(soa, w, h, s) : vq4_nearest_scalar(soa, w, h, s);
   }
 };
 
 class Vq4Coder final : public GroupCoder {
  public:
-  Vq4Coder(const std::vector<float>& codebook, int64_t group) : cb_(codebook), group_(group) {}
+  Vq4Coder(const std::vector<float>& codebook, int64_t group, bool simd) : cb_(codebook, simd), group_(group) {}
   int64_t group() const override { return group_; }
   int vec_dim() const override { return kDim; }
 
@@ -151,8 +144,8 @@ std::vector<std::byte> quantize_impl(const QuantizeArgs& a) {
   if (kReference) detail::require_finite(a.w, a.rows, a.cols, where);
   else detail::require_finite_parallel(a.w, a.rows, a.cols, where);
   const std::vector<float> imp = column_importance(a.stats, a.cols);
-  const std::vector<float> codebook = vq4_learn_codebook(a.w, a.rows, a.cols, p.bits, L.group, imp.data());
-  const Vq4Coder coder(codebook, L.group);
+  const std::vector<float> codebook = vq4_learn_codebook(a.w, a.rows, a.cols, p.bits, L.group, imp.data(), !kReference);
+  const Vq4Coder coder(codebook, L.group, !kReference);
   const GptqResult g = kReference ? gptq_reference(a.w, a.rows, a.cols, a.stats, coder)
                                   : gptq(a.w, a.rows, a.cols, a.stats, coder);
   return pack(L, p, a.rows, a.cols, codebook, g);
@@ -202,7 +195,7 @@ Vq4Layout::Vq4Layout(int64_t rows, int64_t cols, const Vq4Params& p, const std::
 }
 
 std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols, int bits, int64_t group,
-                                      const float* col_imp) {
+                                      const float* col_imp, bool simd) {
   const int K = 1 << bits;
   // Training vectors: every `step`-th group, weights divided by the group's importance-weighted
   // RMS, importances divided by their group mean; at most K * 256 vectors.
@@ -242,7 +235,7 @@ std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols
     std::vector<double> num(cb.size()), den(cb.size());
     std::vector<int64_t> count(static_cast<size_t>(K));
     for (int it = 0; it < 20; ++it) {
-      const Codebook soa(cb);
+      const Codebook soa(cb, simd);
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < ns; ++i) assign[i] = soa.nearest(&u[i * kDim], &h[i * kDim], 1.0f);
       std::fill(num.begin(), num.end(), 0.0);

@@ -52,8 +52,20 @@ class Vq4View final : public BlobView {
   const uint64_t* codes = nullptr;     // [rows * row_words]
 };
 
-// The codebook VQ4 learns for a matrix (exposed for tests): 2^bits * 4 values, f16-rounded.
+// The nearest-codeword search, argmin_c sum_k h_k (w_k - s cb_ck)^2 over a codebook stored as
+// structure-of-arrays, ties to the lower index (exposed for tests). The scalar loop is the
+// specification; the SIMD search (vq4_simd.cpp, run-time dispatched) returns the same index.
+struct Vq4Soa {
+  const float *d0, *d1, *d2, *d3;  // component k of every codeword
+  int64_t entries;
+};
+int vq4_nearest_scalar(const Vq4Soa& cb, const float* w, const float* h, float s);
+int vq4_nearest_simd(const Vq4Soa& cb, const float* w, const float* h, float s);
+const char* vq4_simd_target();  // the target the dispatcher chose
+
+// The codebook VQ4 learns for a matrix (exposed for tests): 2^bits * 4 values, f16-rounded;
+// `simd` picks the search (the result is the same).
 std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols, int bits, int64_t group,
-                                      const float* col_imp);
+                                      const float* col_imp, bool simd = true);
 
 }  // namespace lsb::quant
