@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -261,6 +262,43 @@ TEST(FormatWriter, NonContiguousLayerIsRejectedAndTempRemoved) {
   }
   EXPECT_FALSE(fs::exists(temp));
   EXPECT_FALSE(fs::exists(out));
+}
+
+// planned_file_size is what the bit allocator plans with: it must give the writer's size exactly,
+// whatever the mix of layers, sizes (aligned or not), names, parameters and sections.
+TEST(FormatWriter, PlannedSizeIsTheWrittenSize) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 12; ++trial) {
+    const fs::path out = lsbtest::temp_dir() / ("planned" + std::to_string(trial) + ".lsb");
+    std::vector<lsb::format::PlannedTensor> plan;
+    lsb::format::LsbWriter w(out.string());
+    lsb::TokenizerBlob tok;
+    if (trial % 3) {
+      tok.kind = lsb::TokenizerBlob::Kind::SentencePiece;
+      tok.bytes = std::string(rng() % 5000, 'x');
+    }
+    w.set_tokenizer(tok);
+    int layer = -1, count = 0;
+    const int n = 1 + static_cast<int>(rng() % 40);
+    for (int i = 0; i < n; ++i) {
+      if (rng() % 4 == 0) layer = layer + 1;  // layers in order, some with several tensors
+      const int l = (i == n - 1 && trial % 2) ? -1 : layer;
+      if (l == -1 && layer >= 0 && i != n - 1) continue;
+      lsb::TensorInfo t;
+      const uint64_t bytes = rng() % 3 == 0 ? 4096 * (1 + rng() % 3) : rng() % 20000;
+      t.shape = {static_cast<int64_t>(bytes / 4 + 1)};
+      t.name = "t" + std::to_string(count++) + std::string(rng() % 30, 'n');
+      t.params = std::string(rng() % 3 == 0 ? 0 : rng() % 60, 'p');
+      std::vector<std::byte> d(bytes);
+      w.add_tensor(t, l, d);
+      plan.push_back({l, bytes, t.name.size(), t.params.size()});
+      if (l == -1 && i == n - 1) break;
+    }
+    const nlohmann::json meta = {{"format", "lsb"}, {"note", std::string(rng() % 9000, 'm')}};
+    const uint64_t size = w.finish(meta);
+    EXPECT_EQ(lsb::format::planned_file_size(plan, meta, tok.bytes.size()), size) << "trial " << trial;
+    EXPECT_EQ(fs::file_size(out), size);
+  }
 }
 
 TEST(FormatReader, RejectsWrongMagicAndTruncation) {

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "base/error.h"
+#include "eval/allocate.h"
 #include "pipeline/compress.h"
 #include "runtime/progress.h"
 #include "runtime/threads.h"
@@ -38,7 +40,9 @@ void track_temp(const std::string& path) {
 
 void add_compress(CLI::App& app) {
   struct Opts {
-    std::string src, out, scheme = "default", tokenizer, calib;
+    std::string src, out, scheme = "default", tokenizer, calib, sens_text;
+    double target_bpw = 0;
+    int sens_windows = 4;
     float outlier_ratio = 0.02f;
     int group_size = 128, threads = 0, bits = 0, calib_ctx = 512;
     int64_t calib_tokens = 32768;
@@ -69,11 +73,20 @@ void add_compress(CLI::App& app) {
                 "`lsb calibrate`; schemes that round with statistics (nu, vq4) then use GPTQ");
   c->add_option("--calib-tokens", o->calib_tokens, "tokens of the calibration text to use")->capture_default_str();
   c->add_option("--calib-ctx", o->calib_ctx, "calibration window length")->capture_default_str();
+  CLI::Option* target = c->add_option(
+      "--target-bpw", o->target_bpw,
+      "choose each matrix's code (vq4, nu, q8; embedding and head included) to minimise the measured loss with the "
+      "whole file at most this many bits per weight; needs --calib (docs/CALIBRATION.md)");
+  c->add_option("--sens-text", o->sens_text,
+                "--target-bpw: text whose last windows measure each kind of matrix's sensitivity (default: the "
+                "--calib text; required when --calib is a statistics file)");
+  c->add_option("--sens-windows", o->sens_windows, "--target-bpw: windows of --calib-ctx tokens for sensitivity")
+      ->capture_default_str();
   c->add_option("--keep", o->keep, "PATTERN=SCHEME (glob over tensor names, e.g. 'lm_head.weight=q8'); repeatable, last match wins");
   c->add_option("--tokenizer", o->tokenizer, "tokenizer file to embed (default: the one found with the model)");
   c->add_option("-t,--threads", o->threads, "threads (default: all cores); the output does not depend on it");
   c->add_flag("--json", o->json, "print one JSON object");
-  c->callback([o, ratio, group, mean, bits]() {
+  c->callback([o, ratio, group, mean, bits, target]() {
     set_threads(o->threads);
     std::signal(SIGINT, remove_temp_and_die);
     std::signal(SIGTERM, remove_temp_and_die);
@@ -91,14 +104,33 @@ void add_compress(CLI::App& app) {
     opt.tokenizer_path = o->tokenizer;
     opt.progress = !o->json;
     opt.on_temp_file = track_temp;
-    const CompressReport r = compress_model(o->src, o->out, opt);
+    TargetReport tr;
+    if (target->count()) {
+      if (o->scheme != "default" || !o->keep.empty() || ratio->count() || group->count() || mean->count() ||
+          bits->count())
+        fail("--target-bpw", "chooses every matrix's code itself: leave out --scheme, --keep, --bits, --group-size, "
+                             "--outlier-ratio and --use-mean");
+      AllocateOptions a;
+      a.target_bpw = o->target_bpw;
+      a.sens_text = o->sens_text;
+      a.sens_windows = o->sens_windows;
+      a.sens_ctx = o->calib_ctx;
+      tr = compress_to_target(o->src, o->out, opt, a);
+    } else {
+      tr.compress = compress_model(o->src, o->out, opt);
+    }
+    const CompressReport& r = tr.compress;
     if (o->json) {
       nlohmann::json j = report_json(r);
+      if (target->count())
+        j["allocation"] = {{"predicted_kld", tr.predicted_kld}, {"kind_kld", tr.kind_kld},
+                           {"kind_factor", tr.kind_factor}, {"codes", tr.codes}};
       j["threads"] = get_threads();
       print_json(j);
       return;
     }
     std::printf("%s", tensor_table(r.tensors).c_str());
+    if (target->count()) std::printf("%s", allocation_summary(tr).c_str());
     std::printf("%s -> %s\n", r.source.c_str(), r.output.c_str());
     std::printf("params %llu, input %.2f MB, output %.2f MB: %.4f bits per weight (whole file), %.2fx smaller than bf16\n",
                 static_cast<unsigned long long>(r.params), r.input_bytes / 1e6, r.output_bytes / 1e6, r.bpw,

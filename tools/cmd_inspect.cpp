@@ -64,6 +64,8 @@ void add_inspect(CLI::App& app) {
         tr.metrics.snr_db = num_or(m, "snr_db", inf);
         tr.metrics.cosine = num_or(m, "cosine", nan);
         tr.metrics.max_abs_err = num_or(m, "max_abs_err", nan);
+        tr.out_error = num_or(m, "out_error", -1);  // null: not measured
+        if (m.contains("calib_input") && m["calib_input"].is_string()) tr.calib_input = m["calib_input"];
       }
       rows.push_back(std::move(tr));
     }
@@ -97,6 +99,8 @@ void add_inspect(CLI::App& app) {
                           {"provenance", meta.value("provenance", nlohmann::json::object())},
                           {"options", meta.value("options", nlohmann::json::object())},
                           {"layers", meta.value("layers", nlohmann::json::array())},
+                          {"calibration", meta.value("calibration", nlohmann::json(nullptr))},
+                          {"allocation", meta.value("allocation", nlohmann::json(nullptr))},
                           {"verified", o->verify},
                           {"tensors", std::move(tensors)}};
       print_json(j);
@@ -117,6 +121,24 @@ void add_inspect(CLI::App& app) {
       std::printf("layer %d: [%llu, +%llu)\n", l.layer, static_cast<unsigned long long>(l.offset),
                   static_cast<unsigned long long>(l.size));
     std::printf("%s", tensor_table(rows).c_str());
+    if (meta.contains("calibration") && meta["calibration"].is_object())
+      std::printf("calibration: %s\n", meta["calibration"].dump().c_str());
+    if (meta.contains("allocation") && meta["allocation"].is_object()) {
+      // The recipe --target-bpw chose: the code of each matrix is in the table's params; here
+      // what it was chosen from.
+      const nlohmann::json& a = meta["allocation"];
+      nlohmann::json brief = a;
+      brief.erase("codes");
+      std::printf("allocation: %s\n", brief.dump().c_str());
+      if (a.contains("codes") && a["codes"].is_object()) {
+        std::map<std::string, int> count;
+        for (const auto& [name, code] : a["codes"].items())
+          if (code.is_string()) count[code.get<std::string>()]++;
+        std::string list;
+        for (const auto& [code, n] : count) list += fmt::format("{}{} x{}", list.empty() ? "" : ", ", code, n);
+        std::printf("allocation codes: %s\n", list.c_str());
+      }
+    }
     if (o->verify) std::printf("verify: all %zu tensor checksums and blobs OK\n", rows.size());
   });
 }

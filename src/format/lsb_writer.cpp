@@ -54,6 +54,32 @@ void LsbWriter::write_at_end(const void* p, uint64_t n) {
   }
 }
 
+uint64_t planned_file_size(const std::vector<PlannedTensor>& tensors, const nlohmann::json& metadata,
+                           uint64_t tokenizer_bytes) {
+  // The same steps as add_tensor() and finish(), on positions only.
+  uint64_t pos = kPageAlign, strings = 0;
+  int current = -2;
+  nlohmann::json layers = nlohmann::json::array();
+  uint64_t layer_start = 0;
+  for (const PlannedTensor& t : tensors) {
+    if (t.layer != current) {
+      if (current >= 0) layers.push_back({{"layer", current}, {"offset", layer_start}, {"size", pos - layer_start}});
+      if (current != -2) pos = align_up(pos, kPageAlign);
+      layer_start = pos;
+      current = t.layer;
+    }
+    pos = align_up(pos, kTensorAlign) + t.bytes;
+    strings += t.name_size + t.params_size;
+  }
+  if (current >= 0) layers.push_back({{"layer", current}, {"offset", layer_start}, {"size", pos - layer_start}});
+  nlohmann::json meta = metadata;
+  meta["layers"] = std::move(layers);
+  for (uint64_t section : {static_cast<uint64_t>(meta.dump().size()), tokenizer_bytes, strings,
+                           static_cast<uint64_t>(tensors.size()) * kEntrySize})
+    pos = align_up(pos, kTensorAlign) + section;
+  return pos;
+}
+
 void LsbWriter::pad_to(uint64_t alignment) {
   static const char zeros[kPageAlign] = {};
   const uint64_t target = align_up(pos_, alignment);

@@ -21,6 +21,18 @@ struct LayerRange {
   uint64_t offset = 0, size = 0;
 };
 
+// What a writer makes of a list of tensors, for planning a file to a byte budget: the exact
+// size finish() returns for tensors of these sizes (in this order, with these layers), names and
+// parameter texts of these lengths, this metadata (before finish() adds "layers") and tokenizer.
+// tests/test_format.cpp checks it against files the writer makes.
+struct PlannedTensor {
+  int layer = -1;
+  uint64_t bytes = 0;
+  uint64_t name_size = 0, params_size = 0;
+};
+uint64_t planned_file_size(const std::vector<PlannedTensor>& tensors, const nlohmann::json& metadata,
+                           uint64_t tokenizer_bytes);
+
 class LsbWriter {
  public:
   // Creates the temporary file (O_EXCL); throws lsb::Error naming the path.

@@ -348,7 +348,7 @@ CalibrationSet read_calibration(const std::string& path, const TensorSource& mod
       for (int64_t c = 0; c <= r; ++c) {
         float v;
         std::memcpy(&v, gv + r * cols + c, 4);
-        if (!std::isfinite(v)) fail(path, "input '{}': Gram matrix entry ({}, {}) is {}", key, r, c, v);
+        if (!std::isfinite(v)) fail(path, "input '{}': Gram matrix entry ({}, {}) is {} (must be finite)", key, r, c, v);
         s.gram[r * cols + c] = v;
       }
     set.inputs.emplace(key, std::move(s));

@@ -33,19 +33,6 @@ using format::LsbWriter;
 
 namespace {
 
-int layer_of(std::string_view name) {
-  constexpr std::string_view prefix = "model.layers.";
-  if (name.substr(0, prefix.size()) != prefix) return -1;
-  size_t i = prefix.size();
-  int layer = 0;
-  bool digits = false;
-  while (i < name.size() && name[i] >= '0' && name[i] <= '9' && layer < 100000000) {
-    layer = layer * 10 + (name[i] - '0');
-    digits = true;
-    ++i;
-  }
-  return digits && i < name.size() && name[i] == '.' ? layer : -1;
-}
 
 // Compares the stored blob with the float weights a block of rows at a time.
 // With statistics, also the output error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), when it is cheap enough
@@ -80,6 +67,33 @@ quant::TensorMetrics measure(DType dt, std::span<const std::byte> blob, const fl
 std::string hex64(uint64_t v) { return fmt::format("{:016x}", v); }
 
 }  // namespace
+
+int tensor_layer(std::string_view name) {
+  constexpr std::string_view prefix = "model.layers.";
+  if (name.substr(0, prefix.size()) != prefix) return -1;
+  size_t i = prefix.size();
+  int layer = 0;
+  bool digits = false;
+  while (i < name.size() && name[i] >= '0' && name[i] <= '9' && layer < 100000000) {
+    layer = layer * 10 + (name[i] - '0');
+    digits = true;
+    ++i;
+  }
+  return digits && i < name.size() && name[i] == '.' ? layer : -1;
+}
+
+std::vector<const TensorInfo*> compress_order(const TensorSource& src) {
+  std::vector<const TensorInfo*> order;
+  std::set<std::string, std::less<>> placed;
+  for (const ExpectedTensor& e : expected_tensors(src.config()))
+    if (const TensorInfo* t = src.find(e.name)) {
+      order.push_back(t);
+      placed.insert(t->name);
+    }
+  for (const TensorInfo& t : src.tensors())
+    if (!placed.count(t.name)) order.push_back(&t);
+  return order;
+}
 
 nlohmann::json tensor_report_json(const TensorReport& t) {
   auto finite_or_null = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
@@ -168,7 +182,9 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
   CalibrationSet calib_file;
   std::unique_ptr<Calibrator> calibrator;
   std::map<std::string, quant::InputStats> layer_stats;  // the current layer's, from the calibrator
-  if (!opt.calib.empty()) {
+  if (opt.calib_set) {
+    // Loaded by the caller (who checked it against this model).
+  } else if (!opt.calib.empty()) {
     if (is_calibration_file(opt.calib)) {
       calib_file = read_calibration(opt.calib, *src);
     } else {
@@ -181,7 +197,8 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
   }
   auto stats_for = [&](const std::string& name) -> const quant::InputStats* {
     const std::string key = calibration_input_of(name);
-    if (key.empty() || opt.calib.empty()) return nullptr;
+    if (key.empty() || (opt.calib.empty() && !opt.calib_set)) return nullptr;
+    if (opt.calib_set) return &opt.calib_set->inputs.at(key);
     if (!calibrator) return &calib_file.inputs.at(key);
     if (key == "head") {
       if (!layer_stats.count("head")) {
@@ -199,16 +216,7 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     return &it->second;
   };
 
-  // Directory order: embedding, layers in order, final norm, head (then anything else).
-  std::vector<const TensorInfo*> order;
-  std::set<std::string, std::less<>> placed;
-  for (const ExpectedTensor& e : expected_tensors(cfg))
-    if (const TensorInfo* t = src->find(e.name)) {
-      order.push_back(t);
-      placed.insert(t->name);
-    }
-  for (const TensorInfo& t : src->tensors())
-    if (!placed.count(t.name)) order.push_back(&t);
+  const std::vector<const TensorInfo*> order = compress_order(*src);
 
   CompressReport rep;
   rep.source = src_path;
@@ -251,8 +259,14 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     TensorInfo out;
     out.name = in.name;
     out.shape = in.shape;
-    out.dtype = choose_dtype(recipe, in);
-    out.params = out.dtype == DType::F32 ? std::string() : params_of.at(out.dtype);
+    const auto planned = in.shape.size() == 2 ? opt.plan.find(in.name) : opt.plan.end();
+    if (planned != opt.plan.end()) {
+      out.dtype = planned->second.dtype;
+      out.params = planned->second.params;
+    } else {
+      out.dtype = choose_dtype(recipe, in);
+      out.params = out.dtype == DType::F32 ? std::string() : params_of.at(out.dtype);
+    }
     const int64_t rows = in.rows(), cols = in.cols();
     std::vector<std::byte> owned;
     std::span<const std::byte> blob;
@@ -264,8 +278,16 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
         stats = stats_for(in.name);
         if (!stats && !calibration_input_of(in.name).empty()) rep.calibration_would_help = true;
       }
-      owned = quant::quantize(out.dtype, {.w = w.data(), .rows = rows, .cols = cols, .params = out.params, .stats = stats});
-      blob = owned;
+      const std::vector<std::byte>* cached = nullptr;
+      if (opt.blobs && planned != opt.plan.end())
+        if (const auto it = opt.blobs->find(in.name); it != opt.blobs->end()) cached = &it->second;
+      if (cached) {
+        blob = *cached;  // quantized by the allocator with this scheme and these statistics
+      } else {
+        owned = quant::quantize(out.dtype,
+                                {.w = w.data(), .rows = rows, .cols = cols, .params = out.params, .stats = stats});
+        blob = owned;
+      }
     }
     out.nbytes = blob.size();
 
@@ -279,7 +301,7 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
     tr.metrics = measure(out.dtype, blob, w.data(), rows, cols, out.params, src_path + ": tensor '" + in.name + "'",
                          &tr.outliers, stats, &tr.out_error);
     if (stats) tr.calib_input = calibration_input_of(in.name);
-    writer.add_tensor(out, layer_of(in.name), blob);
+    writer.add_tensor(out, tensor_layer(in.name), blob);
     rep.tensors.push_back(std::move(tr));
 
     done_bytes += in.nbytes;
@@ -288,9 +310,9 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
   }
   bar.finish();
   rep.source_xxh3 = hex64(XXH3_64bits_digest(hs));
-  if (!opt.calib.empty()) {
+  if (!opt.calib.empty() || opt.calib_set) {
     rep.calibrated = true;
-    rep.calibration = calibrator ? calibrator->info() : calib_file.info;
+    rep.calibration = opt.calib_set ? opt.calib_set->info : calibrator ? calibrator->info() : calib_file.info;
   }
 
   nlohmann::json tensors = nlohmann::json::array();
@@ -321,6 +343,7 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
         {"base_scheme", std::string(quant::scheme_name(recipe.base))}}},
       {"tensors", std::move(tensors)}};
   if (rep.calibrated) meta["calibration"] = calibration_json(rep.calibration, opt.calib);
+  if (!opt.allocation.is_null()) meta["allocation"] = opt.allocation;
   rep.output_bytes = writer.finish(std::move(meta));
 
   rep.bpw = rep.params ? static_cast<double>(rep.output_bytes) * 8.0 / static_cast<double>(rep.params) : 0.0;

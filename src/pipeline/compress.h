@@ -4,7 +4,9 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -26,6 +28,18 @@ struct CompressOptions {
   std::string calib;
   CalibrationOptions calib_options;     // tokens and ctx, when `calib` is a text
   bool progress = false;                // progress bar on stderr (only drawn on a TTY)
+  // Set by the bit allocator (eval/allocate.h) instead of a recipe: each matrix's scheme and
+  // parameters by tensor name (matrices not named fall back to the recipe), blobs it already
+  // quantized with exactly those (used as they are), the statistics it loaded (instead of
+  // reading `calib` again) and a record of the allocation stored as metadata "allocation".
+  struct Planned {
+    DType dtype = DType::F32;
+    std::string params;
+  };
+  std::map<std::string, Planned> plan;
+  const std::map<std::string, std::vector<std::byte>>* blobs = nullptr;
+  const CalibrationSet* calib_set = nullptr;
+  nlohmann::json allocation;
   // Called with the temporary file's path once it exists, and with "" once it is gone or renamed
   // (lets the CLI's signal handler remove it).
   std::function<void(const std::string&)> on_temp_file;
@@ -57,6 +71,11 @@ struct CompressReport {
   CalibrationInfo calibration;
   std::vector<TensorReport> tensors;
 };
+
+// The transformer layer a tensor belongs to ("model.layers.{l}." names), -1 for others.
+int tensor_layer(std::string_view name);
+// The order tensors are written in: embedding, layers in order, final norm, head, then the rest.
+std::vector<const TensorInfo*> compress_order(const TensorSource& src);
 
 CompressReport compress_model(const std::string& src_path, const std::string& out_path, const CompressOptions& opt);
 
