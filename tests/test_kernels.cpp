@@ -22,6 +22,8 @@
 #include "linear/linear.h"
 #include "linear/sign_linear.h"
 #include "quant/lsb1.h"
+#include "quant/nu.h"
+#include "quant/vq4.h"
 #include "quant/q8.h"
 #include "quant/scheme.h"
 
@@ -297,6 +299,67 @@ TEST(KernelSimd, AlignedDecodeMatchesReference) {
             ++runs;
           }
         }
+  EXPECT_GT(runs, 0);
+}
+
+// The float views the NU / VQ4 Linears build, made here from the blob so that the kernels can be
+// called directly (row ranges, column slices).
+struct TableViews {
+  std::vector<float> table, scales;
+  kernels::NuMatrixView nu;
+  kernels::Vq4MatrixView vq4;
+  explicit TableViews(const Prepared& P) {
+    if (P.c.dtype == DType::NU) {
+      const auto v = quant::NuView::parse(P.blob, P.rows, P.cols, P.c.params(), {});
+      table.assign(v.levels, v.levels + (1 << v.bits));
+      for (int64_t i = 0; i < v.rows * v.ngroups; ++i) scales.push_back(f16_to_f32(v.scales[i]));
+      nu = {v.rows, v.cols, v.words, v.group, v.ngroups, v.bits, table.data(), scales.data(), v.planes};
+    } else {
+      const auto v = quant::Vq4View::parse(P.blob, P.rows, P.cols, P.c.params(), {});
+      const int64_t E = int64_t{1} << v.bits;
+      for (int64_t i = 0; i < 4 * E; ++i) table.push_back(f16_to_f32(v.codebook[i]));
+      for (int64_t i = 0; i < v.rows * v.ngroups; ++i) scales.push_back(f16_to_f32(v.scales[i]));
+      vq4 = {v.rows, v.cols, v.group, v.ngroups, v.row_words, v.bits, table.data(), scales.data(), v.codes};
+    }
+  }
+};
+
+// NU and VQ4 kernels on every target, called directly on two row ranges (split off the panel and
+// tile sizes): single tokens and prompt panels (1..17 tokens), group sizes 128 / 256 with a short
+// last group, VQ4 bits 5..9 (index reads across words and at the row's end), NU bits 2..4.
+TEST(KernelSimd, TableCodesMatchReferenceOnEveryTarget) {
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  TargetGuard guard;
+  std::vector<Case> cases;
+  for (int g : {128, 256}) {
+    for (int bits : {5, 6, 7, 8, 9}) cases.push_back({DType::VQ4, 0, g, false, bits});
+    for (int bits : {2, 3, 4}) cases.push_back({DType::NU, 0, g, false, bits});
+  }
+  int runs = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    // 644 = 2 * 256 + 132 = 5 * 128 + 4 columns; 1000 = 3 * 256 + 232 = 7 * 128 + 104.
+    const int64_t rows = i % 2 ? 37 : 70, cols = i % 3 ? 644 : 1000;
+    const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(977 * i + 13));
+    const TableViews tv(P);
+    const int64_t mid = rows / 2 + 1;
+    for (int64_t target : targets) {
+      hwy::SetSupportedTargetsForTest(target);
+      const std::string what = hwy::TargetName(target);
+      for (int64_t n = 1; n <= kMaxTokens; ++n) {
+        std::vector<float> y(static_cast<size_t>(n * rows), NAN);
+        if (c.dtype == DType::NU) {
+          kernels::nu_gemm(tv.nu, P.x.data(), n, 0, mid, y.data(), rows);
+          kernels::nu_gemm(tv.nu, P.x.data(), n, mid, rows, y.data(), rows);
+        } else {
+          kernels::vq4_gemm(tv.vq4, P.x.data(), n, 0, mid, y.data(), rows);
+          kernels::vq4_gemm(tv.vq4, P.x.data(), n, mid, rows, y.data(), rows);
+        }
+        ASSERT_EQ(compare(P, y, n, what), 0) << "n=" << n;
+        ++runs;
+      }
+    }
+  }
   EXPECT_GT(runs, 0);
 }
 

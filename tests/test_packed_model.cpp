@@ -12,36 +12,6 @@
 
 namespace {
 
-// Every tensor of a source expanded to F32 in memory: what the dequantized path computed with.
-class DequantizedSource final : public lsb::TensorSource {
- public:
-  explicit DequantizedSource(std::shared_ptr<lsb::TensorSource> src) : src_(std::move(src)) {
-    for (const auto& t : src_->tensors()) {
-      lsb::TensorInfo f = t;
-      f.dtype = lsb::DType::F32;
-      f.nbytes = static_cast<uint64_t>(t.numel()) * 4;
-      f.params.clear();
-      infos_.push_back(f);
-      data_.push_back(lsb::quant::tensor_to_float(t, src_->data(t)));
-    }
-  }
-  const lsb::ModelConfig& config() const override { return src_->config(); }
-  const std::vector<lsb::TensorInfo>& tensors() const override { return infos_; }
-  std::span<const std::byte> data(const lsb::TensorInfo& t) const override {
-    for (size_t i = 0; i < infos_.size(); ++i)
-      if (infos_[i].name == t.name)
-        return {reinterpret_cast<const std::byte*>(data_[i].data()), data_[i].size() * 4};
-    throw lsb::Error("no tensor " + t.name);
-  }
-  std::string describe() const override { return src_->describe() + " (dequantized)"; }
-  std::string_view format_name() const override { return "dequantized"; }
-
- private:
-  std::shared_ptr<lsb::TensorSource> src_;
-  std::vector<lsb::TensorInfo> infos_;
-  std::vector<std::vector<float>> data_;
-};
-
 std::vector<int> greedy(lsb::LlamaModel& m, const std::vector<int>& prompt, int n_new) {
   const int vocab = m.config().vocab_size;
   m.reset(static_cast<int>(prompt.size()) + n_new);
@@ -65,7 +35,7 @@ void check_same_tokens(const std::string& source_model, const std::string& schem
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::shared_ptr<lsb::TensorSource> packed_src = lsb::open_model(out);
   lsb::Session ps = lsbtest::session_on(packed_src);
-  lsb::Session ds = lsbtest::session_on(std::make_shared<DequantizedSource>(packed_src));
+  lsb::Session ds = lsbtest::session_on(lsbtest::dequantized(packed_src));
   lsb::LlamaModel& packed = *ps.model;
   lsb::LlamaModel& dense = *ds.model;
   const auto a = greedy(packed, prompt, n_new);

@@ -12,6 +12,9 @@
 #include <random>
 #include <sstream>
 
+#include "base/error.h"
+#include "quant/scheme.h"
+
 namespace fs = std::filesystem;
 
 namespace lsbtest {
@@ -76,6 +79,41 @@ RunResult run_lsb(const std::string& args, int timeout_s, const std::string& env
   r.out = slurp(d / "out");
   r.err = slurp(d / "err");
   return r;
+}
+
+namespace {
+class DequantizedSource final : public lsb::TensorSource {
+ public:
+  explicit DequantizedSource(std::shared_ptr<lsb::TensorSource> src) : src_(std::move(src)) {
+    for (const auto& t : src_->tensors()) {
+      lsb::TensorInfo f = t;
+      f.dtype = lsb::DType::F32;
+      f.nbytes = static_cast<uint64_t>(t.numel()) * 4;
+      f.params.clear();
+      infos_.push_back(f);
+      data_.push_back(lsb::quant::tensor_to_float(t, src_->data(t)));
+    }
+  }
+  const lsb::ModelConfig& config() const override { return src_->config(); }
+  const std::vector<lsb::TensorInfo>& tensors() const override { return infos_; }
+  std::span<const std::byte> data(const lsb::TensorInfo& t) const override {
+    for (size_t i = 0; i < infos_.size(); ++i)
+      if (infos_[i].name == t.name)
+        return {reinterpret_cast<const std::byte*>(data_[i].data()), data_[i].size() * 4};
+    throw lsb::Error("no tensor " + t.name);
+  }
+  std::string describe() const override { return src_->describe() + " (dequantized)"; }
+  std::string_view format_name() const override { return "dequantized"; }
+
+ private:
+  std::shared_ptr<lsb::TensorSource> src_;
+  std::vector<lsb::TensorInfo> infos_;
+  std::vector<std::vector<float>> data_;
+};
+}  // namespace
+
+std::shared_ptr<lsb::TensorSource> dequantized(std::shared_ptr<lsb::TensorSource> src) {
+  return std::make_shared<DequantizedSource>(std::move(src));
 }
 
 lsb::Session session_on(std::shared_ptr<lsb::TensorSource> src, const lsb::RunOptions& opt) {

@@ -12,6 +12,9 @@ namespace lsbtest {
 // A model on a source's weights, resident or (opt.mem_budget > 0) streamed, without a tokenizer.
 lsb::Session session_on(std::shared_ptr<lsb::TensorSource> src, const lsb::RunOptions& opt = {});
 lsb::Session session_on(const std::string& model_path, const lsb::RunOptions& opt = {});
+// Every tensor of a source expanded to F32 in memory: the dequantized reference that packed
+// kernels are compared with.
+std::shared_ptr<lsb::TensorSource> dequantized(std::shared_ptr<lsb::TensorSource> src);
 
 
 std::string lsb_exe();                       // the lsb executable the tests run (LSB_TEST_EXE overrides)

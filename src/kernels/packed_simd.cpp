@@ -340,149 +340,6 @@ void SignGemm(const SignMatrixView& w, const float* x, int64_t n, const float* g
   }
 }
 
-// ---------------------------------------------------------------- NU and VQ4
-// Weights that are a group scale times a table entry. Per row and group, the products of the
-// table entries with x are summed, then scaled once; one decoded vector of entries serves up to
-// four tokens.
-
-// Index vector of columns [c, c + N) of a NU row from its bit planes.
-HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> NuIndex(DF df, const uint64_t* planes, int64_t words, int bits, int64_t c) {
-  const hn::RebindToSigned<DF> di;
-  auto idx = hn::Zero(di);
-  for (int b = 0; b < bits; ++b)
-    idx = hn::Add(idx, hn::IfThenElseZero(hn::RebindMask(di, SignMask(df, planes + b * words, c)), hn::Set(di, 1 << b)));
-  return idx;
-}
-
-// Table entries for an index vector: a permute within one register when the table fits in it,
-// else a gather from memory.
-HWY_INLINE VF Entries(DF df, const float* table, int entries, const VF& table_reg, hn::Vec<hn::RebindToSigned<DF>> idx) {
-  if (entries <= static_cast<int>(hn::Lanes(df))) return hn::TableLookupLanes(table_reg, hn::IndicesFromVec(df, idx));
-  return hn::GatherIndex(df, table, idx);
-}
-
-void NuGemm(const NuMatrixView& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  const DF df;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const int L = 1 << w.bits;
-  // The table in a register (padded with zeros to the vector width).
-  HWY_ALIGN float padded[hn::MaxLanes(DF()) > 16 ? hn::MaxLanes(DF()) : 16] = {};
-  for (int k = 0; k < L && k < static_cast<int>(N); ++k) padded[k] = w.levels[k];
-  const VF table = hn::Load(df, padded);
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint64_t* planes = w.planes + r * w.bits * w.words;
-    const float* sc = w.scales + r * w.ngroups;
-    for (int64_t t = 0; t < n; t += 4) {
-      const int64_t nt = std::min<int64_t>(4, n - t);
-      const float* x0 = x + t * w.cols;
-      const float* x1 = x + (t + (nt > 1 ? 1 : 0)) * w.cols;
-      const float* x2 = x + (t + (nt > 2 ? 2 : 0)) * w.cols;
-      const float* x3 = x + (t + (nt > 3 ? 3 : 0)) * w.cols;
-      VF y0 = hn::Zero(df), y1 = hn::Zero(df), y2 = hn::Zero(df), y3 = hn::Zero(df);
-      float tail[4] = {0, 0, 0, 0};
-      for (int64_t g = 0; g < w.ngroups; ++g) {
-        const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
-        // Vectors where the group starts on a vector boundary (groups are multiples of 16, so on
-        // every x86 target); the rest column by column.
-        const int64_t vb = a % N == 0 ? a + (b - a) / N * N : a;
-        VF a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
-        for (int64_t c = a; c < vb; c += N) {
-          const VF e = Entries(df, w.levels, L, table, NuIndex(df, planes, w.words, w.bits, c));
-          a0 = hn::MulAdd(e, hn::LoadU(df, x0 + c), a0);
-          if (nt > 1) a1 = hn::MulAdd(e, hn::LoadU(df, x1 + c), a1);
-          if (nt > 2) a2 = hn::MulAdd(e, hn::LoadU(df, x2 + c), a2);
-          if (nt > 3) a3 = hn::MulAdd(e, hn::LoadU(df, x3 + c), a3);
-        }
-        const VF s = hn::Set(df, sc[g]);
-        y0 = hn::MulAdd(s, a0, y0);
-        y1 = hn::MulAdd(s, a1, y1);
-        y2 = hn::MulAdd(s, a2, y2);
-        y3 = hn::MulAdd(s, a3, y3);
-        for (int64_t c = vb; c < b; ++c) {  // the last group's columns past the vectors
-          int k = 0;
-          for (int bit = 0; bit < w.bits; ++bit) k |= static_cast<int>(Bit(planes + bit * w.words, c)) << bit;
-          const float e = sc[g] * w.levels[k];
-          tail[0] += e * x0[c];
-          tail[1] += e * x1[c];
-          tail[2] += e * x2[c];
-          tail[3] += e * x3[c];
-        }
-      }
-      const float out[4] = {Sum(df, y0) + tail[0], Sum(df, y1) + tail[1], Sum(df, y2) + tail[2], Sum(df, y3) + tail[3]};
-      for (int64_t i = 0; i < nt; ++i) y[(t + i) * ldy + r] = out[i];
-    }
-  }
-}
-
-// Index of the vector at columns 4j..4j+3 of a VQ4 row.
-HWY_INLINE uint32_t Vq4Index(const uint64_t* row, int bits, int64_t j) {
-  const int64_t at = j * bits, word = at >> 6, shift = at & 63;
-  uint64_t v = row[word] >> shift;
-  if (shift + bits > 64) v |= row[word + 1] << (64 - shift);
-  return static_cast<uint32_t>(v & ((uint64_t{1} << bits) - 1));
-}
-
-void Vq4Gemm(const Vq4MatrixView& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  const DF df;
-  const hn::RebindToSigned<DF> di;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const int64_t per = N >= 4 ? N / 4 : 1;  // vectors of 4 weights per SIMD vector
-  // Lane l reads entry 4 * index[l / 4] + l % 4 of the codebook.
-  HWY_ALIGN int32_t lane_k[hn::MaxLanes(DF()) > 16 ? hn::MaxLanes(DF()) : 16];
-  for (int64_t l = 0; l < N; ++l) lane_k[l] = static_cast<int32_t>(l % 4);
-  const auto k_in_vec = hn::Load(di, lane_k);
-  HWY_ALIGN int32_t base[hn::MaxLanes(DF()) > 16 ? hn::MaxLanes(DF()) : 16];
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint64_t* row = w.codes + r * w.row_words;
-    const float* sc = w.scales + r * w.ngroups;
-    for (int64_t t = 0; t < n; t += 4) {
-      const int64_t nt = std::min<int64_t>(4, n - t);
-      const float* x0 = x + t * w.cols;
-      const float* x1 = x + (t + (nt > 1 ? 1 : 0)) * w.cols;
-      const float* x2 = x + (t + (nt > 2 ? 2 : 0)) * w.cols;
-      const float* x3 = x + (t + (nt > 3 ? 3 : 0)) * w.cols;
-      VF y0 = hn::Zero(df), y1 = hn::Zero(df), y2 = hn::Zero(df), y3 = hn::Zero(df);
-      float tail[4] = {0, 0, 0, 0};
-      for (int64_t g = 0; g < w.ngroups; ++g) {
-        const int64_t a = g * w.group, b = std::min(w.cols, a + w.group);
-        VF a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
-        int64_t c = a;
-        if (N >= 4) {
-          for (; c + N <= b; c += N) {
-            for (int64_t v = 0; v < per; ++v) {
-              const int32_t e = static_cast<int32_t>(Vq4Index(row, w.bits, c / 4 + v)) * 4;
-              for (int64_t k = 0; k < 4; ++k) base[v * 4 + k] = e;
-            }
-            const VF e = hn::GatherIndex(df, w.codebook, hn::Add(hn::Load(di, base), k_in_vec));
-            a0 = hn::MulAdd(e, hn::LoadU(df, x0 + c), a0);
-            if (nt > 1) a1 = hn::MulAdd(e, hn::LoadU(df, x1 + c), a1);
-            if (nt > 2) a2 = hn::MulAdd(e, hn::LoadU(df, x2 + c), a2);
-            if (nt > 3) a3 = hn::MulAdd(e, hn::LoadU(df, x3 + c), a3);
-          }
-        }
-        float p[4] = {0, 0, 0, 0};
-        for (; c < b; c += 4) {  // vectors of 4 past the SIMD ones
-          const float* cw = w.codebook + Vq4Index(row, w.bits, c / 4) * 4;
-          for (int64_t k = 0; k < 4; ++k) {
-            p[0] += cw[k] * x0[c + k];
-            p[1] += cw[k] * x1[c + k];
-            p[2] += cw[k] * x2[c + k];
-            p[3] += cw[k] * x3[c + k];
-          }
-        }
-        const VF s = hn::Set(df, sc[g]);
-        y0 = hn::MulAdd(s, a0, y0);
-        y1 = hn::MulAdd(s, a1, y1);
-        y2 = hn::MulAdd(s, a2, y2);
-        y3 = hn::MulAdd(s, a3, y3);
-        for (int k = 0; k < 4; ++k) tail[k] += sc[g] * p[k];
-      }
-      const float out[4] = {Sum(df, y0) + tail[0], Sum(df, y1) + tail[1], Sum(df, y2) + tail[2], Sum(df, y3) + tail[3]};
-      for (int64_t i = 0; i < nt; ++i) y[(t + i) * ldy + r] = out[i];
-    }
-  }
-}
-
 // ---------------------------------------------------------------- Q8
 HWY_INLINE VF LoadQ8(DF df, const int8_t* HWY_RESTRICT p) {
   const hn::Rebind<int8_t, DF> d8;
@@ -579,8 +436,6 @@ HWY_AFTER_NAMESPACE();
 namespace lsb::kernels {
 HWY_EXPORT(SignGemm);
 HWY_EXPORT(Q8Gemm);
-HWY_EXPORT(NuGemm);
-HWY_EXPORT(Vq4Gemm);
 HWY_EXPORT(PackedTargetName);
 
 void sign_gemm(const SignMatrixView& w, const float* x, int64_t n, const float* gsum, int64_t r0, int64_t r1,
@@ -590,14 +445,6 @@ void sign_gemm(const SignMatrixView& w, const float* x, int64_t n, const float* 
 
 void q8_gemm(const quant::Q8View& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(Q8Gemm)(w, x, n, r0, r1, y, ldy);
-}
-
-void nu_gemm(const NuMatrixView& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  HWY_DYNAMIC_DISPATCH(NuGemm)(w, x, n, r0, r1, y, ldy);
-}
-
-void vq4_gemm(const Vq4MatrixView& w, const float* x, int64_t n, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  HWY_DYNAMIC_DISPATCH(Vq4Gemm)(w, x, n, r0, r1, y, ldy);
 }
 
 const char* packed_target_name() { return HWY_DYNAMIC_DISPATCH(PackedTargetName)(); }

@@ -1,5 +1,7 @@
 // NU and VQ4 tensors as Linears: indices used in place, the tables and group scales converted to
-// float once into the arena (kernels/packed.h).
+// float once into the arena (kernels/packed.h). Rows are split across threads in blocks; a batch
+// gives each block all its tokens, so that the block's weights are decoded once.
+#include <algorithm>
 #include <vector>
 
 #include "base/error.h"
@@ -21,6 +23,14 @@ std::pmr::vector<float> to_float(const uint16_t* f16, int64_t n, std::pmr::memor
   return v;
 }
 
+// fn(r0, r1) for blocks of rows across the OpenMP team; each block sees every token.
+template <class Fn>
+void batch_row_blocks(int64_t rows, Fn&& fn) {
+  const int64_t nblocks = (rows + detail::kRowBlock - 1) / detail::kRowBlock;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t b = 0; b < nblocks; ++b) fn(b * detail::kRowBlock, std::min(rows, (b + 1) * detail::kRowBlock));
+}
+
 std::string tensor_where(const std::string& where, const TensorInfo& info) {
   return where + ": tensor '" + info.name + "'";
 }
@@ -37,9 +47,13 @@ class NuLinear final : public Linear {
   }
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
-    detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
-      kernels::nu_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
-    });
+    if (n == 1) {
+      detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
+        kernels::nu_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
+      });
+      return;
+    }
+    batch_row_blocks(R, [&](int64_t r0, int64_t r1) { kernels::nu_gemm(m_, x, n, r0, r1, y, R); });
   }
   void row(int64_t r, float* out) const override { v_.dequantize_row(r, out); }
   uint64_t weight_bytes() const override {
@@ -71,9 +85,13 @@ class Vq4Linear final : public Linear {
   }
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
-    detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
-      kernels::vq4_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
-    });
+    if (n == 1) {
+      detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
+        kernels::vq4_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
+      });
+      return;
+    }
+    batch_row_blocks(R, [&](int64_t r0, int64_t r1) { kernels::vq4_gemm(m_, x, n, r0, r1, y, R); });
   }
   void row(int64_t r, float* out) const override { v_.dequantize_row(r, out); }
   uint64_t weight_bytes() const override {
