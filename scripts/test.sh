@@ -22,6 +22,10 @@ if [[ "${LSB_SKIP_SANITIZE:-0}" != 1 ]]; then
   # lsb serve / lsb chat as processes on bookworm-27m: the server's code runs here in-process
   # (ServeHttp.*); the CLI tests would load the model in a sanitized child each time.
   SLOW+=':ServeCli.*'
+  # The fault tests run the CLI with a preloaded shim (its library paths, the streamer's reads,
+  # run here through Streaming.*); the allocator end to end and the fast-vs-reference sweep over
+  # GPT-2's matrices repeat, ten times slower, what their smaller siblings here already cover.
+  SLOW+=':Faults*:Allocate.TargetBpwOnStories:QuantFastVsReference.Gpt2AttentionProjections'
   # Streaming's budget tests measure RSS (or run lsb under a budget); its equality tests run here,
   # so the reader and builder threads are exercised under the sanitizers.
   SLOW+=':Streaming.TooSmallBudgetIsRefusedWithTheMinimum:Streaming.PeakRssStaysWithinBudgetAndTextMatches'
