@@ -116,7 +116,9 @@ TEST(Streaming, TooSmallBudgetIsRefusedWithTheMinimum) {
 }
 
 TEST(Streaming, PeakRssStaysWithinBudgetAndTextMatches) {
-  const std::string budget = "20M";
+  // Above the minimum lsb names for this file (27 MiB: two weight slots, KV, activations and the
+  // process itself as measured, docs/STREAMING.md).
+  const std::string budget = "32M";
   const auto dir = lsbtest::temp_dir();
   const std::string time_out = (dir / "time.txt").string();
   auto r = lsbtest::run_lsb("run " + bookworm_lsb() + " -p \"It is a truth\" -n 24 --temp 0 --json --mem-budget " + budget);
@@ -132,7 +134,7 @@ TEST(Streaming, PeakRssStaysWithinBudgetAndTextMatches) {
   long kib = 0;
   f >> kib;
   EXPECT_GT(kib, 1000);
-  EXPECT_LE(kib * 1024L, 20L << 20) << "peak RSS " << kib << " KiB over the 20 MiB budget";
+  EXPECT_LE(kib * 1024L, 32L << 20) << "peak RSS " << kib << " KiB over the 32 MiB budget";
 }
 
 TEST(Streaming, OpenMpSpinIsBoundedUnlessTheUserChose) {
