@@ -409,7 +409,9 @@ void Vq4Gemv(const Vq4MatrixView& w, const float* HWY_RESTRICT x, int64_t r0, in
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const int64_t row_bytes = w.row_words * 8;
   // Columns whose index reads (8 bytes from the first index of each read) stay inside the row.
-  const int64_t safe_cols = w.bits == 8 ? w.cols : std::max<int64_t>(0, ((row_bytes - 8) * 8 / w.bits) * 4);
+  // Every width, 8 bits included: with fewer than 8 indices per read (SSE4, AVX2) the last read
+  // of the last row would otherwise run past the blob (AddressSanitizer caught it).
+  const int64_t safe_cols = std::max<int64_t>(0, ((row_bytes - 8) * 8 / w.bits) * 4);
   (void)N, (void)safe_cols;  // unused on the scalar target
   for (int64_t r = r0; r < r1; ++r) {
     const uint64_t* row = w.codes + r * w.row_words;
