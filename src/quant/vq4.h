@@ -1,7 +1,7 @@
 // VQ4: vector quantization of 4 consecutive weights. Each tensor has a codebook of 2^bits
 // vectors of 4 (learned from the tensor), each (row, group) an f16 scale s; the 4 weights
 // 4j..4j+3 of a row are s * codebook[index_j]: bits / 4 bits per weight, plus the scales.
-// Parameters: {"bits": 4..12, "group": G (a multiple of 16)}; columns must be a multiple of 4.
+// Parameters: {"bits": 4..10, "group": G (a multiple of 16)}; columns must be a multiple of 4.
 // Blob (sections at multiples of 64 from the blob start):
 //   codebook  f16[2^bits * 4]         finite
 //   scales    f16[rows * ngroups]     finite, >= 0
