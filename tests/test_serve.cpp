@@ -775,6 +775,27 @@ struct Child {
 
 // lsb serve as a user starts it: the address it prints, the same greedy text as lsb run with the
 // same prompt and settings, and a clean stop on SIGTERM.
+// The server computes on its engine's thread; idle OpenMP workers left by the main thread
+// (loading the model) would make libgomp shorten its spin and put the engine's team to sleep
+// between parallel regions: decode through the server ran at half of lsb bench's speed.
+TEST(ServeThreads, ReleasingTheCallersOpenMpWorkersEndsThem) {
+  auto threads_now = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/task"), std::filesystem::directory_iterator{});
+  };
+  const int saved = lsb::get_threads();
+  lsb::release_openmp_workers();  // start from no pool of this thread
+  const auto before = threads_now();
+  lsb::set_threads(3);
+  std::atomic<int> ran{0};
+#pragma omp parallel
+  ran += 1;
+  ASSERT_EQ(ran.load(), 3);
+  EXPECT_EQ(threads_now(), before + 2);  // the team's two workers stay after the region
+  lsb::release_openmp_workers();
+  EXPECT_EQ(threads_now(), before);
+  lsb::set_threads(saved);
+}
+
 TEST(ServeCli, AnswersAsLsbRunDoesAndStopsOnSigterm) {
   const std::string prompt = "The old house stood";
   const lsbtest::RunResult run = lsbtest::run_lsb("run " + bookworm() + " -p '" + prompt + "' -n 16 --temp 0 -t 1 --json");

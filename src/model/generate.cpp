@@ -61,19 +61,25 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const std::vect
 
   std::vector<int> all = r.prompt_tokens;
   size_t printed = 0;
-  auto emit = [&]() {
-    const std::string text = tok.decode(all);
-    const size_t upto = complete_utf8_prefix(text);
-    if (on_text && upto > printed) on_text(text.substr(printed, upto - printed));
+  // r.text == tok.decode(all) after every call; a token's text needs only the one before it
+  // (Tokenizer::decode), so a long answer costs O(1) per token, not a decode of everything so far.
+  auto flush = [&]() {
+    const size_t upto = complete_utf8_prefix(r.text);
+    if (on_text && upto > printed) on_text(r.text.substr(printed, upto - printed));
     printed = std::max(printed, upto);
-    r.text = text;
+  };
+  auto append = [&](int id) {
+    const int prev = all.back();
+    all.push_back(id);
+    r.text += tok.decode({prev, id}).substr(tok.decode({prev}).size());
+    flush();
   };
   {
     // The prompt's text; without echo it only moves the printed mark past it.
     r.text = tok.decode(all);
     r.prompt_text_bytes = complete_utf8_prefix(r.text);
     if (opt.echo_prompt)
-      emit();
+      flush();
     else
       printed = r.prompt_text_bytes;
   }
@@ -102,8 +108,7 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, const std::vect
       break;
     }
     r.tokens.push_back(next);
-    all.push_back(next);
-    emit();
+    append(next);
     if (i + 1 == n_new || cancelled()) break;
     model.forward(&next, 1, pos++, logits.data(), 0);
     ++n_decoded;

@@ -79,6 +79,10 @@ void LlamaModel::reset(int ctx, int max_batch) {
   if (ctx <= 0) throw Error(fmt::format("context length must be positive (got {})", ctx));
   if (max_batch <= 0 || max_batch > ctx) max_batch = ctx;
   weights_->reserve(buffer_needs(ctx, max_batch));
+  // The same shape as before: the buffers stay as they are. forward() writes every cache position
+  // and activation before it reads it, so there is nothing to clear, and a server that resets for
+  // every request does not pay for zeroing tens of MB and recomputing the RoPE tables each time.
+  if (ctx == ctx_ && max_batch == max_batch_ && omp_get_max_threads() == threads_) return;
   const int64_t kv_dim = static_cast<int64_t>(cfg_.n_kv_heads) * cfg_.head_dim;
   ctx_ = ctx;
   max_batch_ = max_batch;

@@ -27,8 +27,9 @@ class LlamaModel {
   WeightProvider& weights() { return *weights_; }
   const WeightProvider& weights() const { return *weights_; }
 
-  // Clears the KV cache and sizes it for `ctx` positions, and the activations for batches of up
-  // to `max_batch` tokens (0: ctx). The weight provider checks its memory budget here, once.
+  // Starts a new sequence at position 0: sizes the KV cache for `ctx` positions and the
+  // activations for batches of up to `max_batch` tokens (0: ctx), reusing the buffers when the
+  // shape is unchanged. The weight provider checks its memory budget here.
   void reset(int ctx, int max_batch = 0);
   int ctx() const { return ctx_; }
 

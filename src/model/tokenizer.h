@@ -16,7 +16,9 @@ class Tokenizer {
   // Text -> ids; one BOS in front when add_bos. The whole text is encoded as one string.
   virtual std::vector<int> encode(std::string_view text, bool add_bos) const = 0;
   // Ids -> text, the way the reference tools print it: BOS/EOS produce nothing, byte-fallback
-  // pieces become raw bytes, and the space a piece carries after BOS is dropped.
+  // pieces become raw bytes, and the space a piece carries after BOS is dropped. Each id's text
+  // depends on that id and the one before it only: decode(a + b) == decode(a) + the part of
+  // decode({a.back()} + b) after decode({a.back()}). generate() streams on that, in O(1) a token.
   virtual std::string decode(const std::vector<int>& ids) const = 0;
   virtual int vocab_size() const = 0;
   virtual int bos_id() const { return 1; }

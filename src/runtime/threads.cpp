@@ -20,6 +20,8 @@ void set_threads(int n) {
 
 int get_threads() { return omp_get_max_threads(); }
 
+void release_openmp_workers() { omp_pause_resource_all(omp_pause_soft); }
+
 bool argv_streams(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::strncmp(argv[i], "--mem-budget", 12) == 0) return true;

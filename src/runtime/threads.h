@@ -16,6 +16,15 @@ bool argv_streams(int argc, char** argv);
 // sets GOMP_SPINCOUNT=10000 and re-executes the program once (returns if that fails).
 void bound_openmp_spin_when_streaming(int argc, char** argv);
 
+// Ends the OpenMP worker threads that parallel regions run by the calling thread have started
+// (they would otherwise sit idle for the life of the process). Call it on a thread that hands the
+// computing over to another thread (the server's engine): libgomp shortens its spin before
+// sleeping to 1,000 iterations while it manages more threads than there are CPUs, and idle
+// workers of another thread count. Measured on bookworm-27m, 2 threads, 2 CPUs: with the main
+// thread's idle worker alive, decode ran at about half of lsb bench's speed, a quarter of the
+// time in futex sleeps and wake-ups.
+void release_openmp_workers();
+
 // Resident stack of any thread started after prepare_process_for_budget(): its stack size.
 inline constexpr uint64_t kBudgetThreadStack =
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -43,6 +43,7 @@ Engine::Engine(LlamaModel& model, const Tokenizer& tok, const EngineOptions& opt
     : model_(model), tok_(tok), opt_(opt) {
   if (opt_.ctx <= 0) throw Error(fmt::format("context length must be positive (got {})", opt_.ctx));
   if (opt_.max_queue < 0) throw Error(fmt::format("queue length must not be negative (got {})", opt_.max_queue));
+  release_openmp_workers();  // the worker's own team is the only one that computes from now on
   std::promise<void> started;
   std::future<void> ok = started.get_future();
   worker_ = std::thread([this, &started] {
