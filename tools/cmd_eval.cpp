@@ -21,7 +21,7 @@ namespace {
 struct EvalOpts {
   std::string model, tokenizer, text, ref, report;
   int ctx = 512, chunks = -1, threads = 0;
-  bool json = false, layers = false;
+  bool json = false, layers = false, decode = false;
   ModelCliOptions mopt;
 };
 
@@ -47,6 +47,7 @@ void run_compare(const EvalOpts& o, Session& s, const std::vector<int>& tokens) 
   co.max_chunks = o.chunks;
   co.layers = o.layers || !o.report.empty();
   co.progress = !o.json;
+  co.decode = o.decode;
   const CompareResult c = compare_models(*ref.model, *s.model, tokens, co, o.text);
   if (!o.report.empty()) {
     ReportInput in{o.model, o.ref, o.text, c, compare_tensors(*ref.source, *s.source)};
@@ -106,10 +107,15 @@ void add_eval(CLI::App& app) {
   c->add_flag("--layers", o->layers, "with --ref: cosine similarity of the hidden state after every layer");
   c->add_option("--report", o->report, "with --ref: write a self-contained HTML report to this file");
   c->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  c->add_flag("--decode", o->decode,
+              "run each window one token at a time, as generation does, so that the single-token kernels are the "
+              "ones measured (slower)");
   o->mopt.add_to(c);
   c->add_flag("--json", o->json, "print one JSON object");
   c->callback([o]() {
     if ((o->layers || !o->report.empty()) && o->ref.empty()) fail("eval", "--layers and --report need --ref ORIGINAL");
+    if (o->decode && (o->layers || !o->report.empty()))
+      fail("eval", "--decode cannot be combined with --layers or --report (they compare whole windows)");
     // The original is mapped whole and every tensor of both is read for the report: nothing a
     // budget could hold.
     if (!o->ref.empty() && o->mopt.streaming())
@@ -125,6 +131,7 @@ void add_eval(CLI::App& app) {
     po.ctx = o->ctx;
     po.max_chunks = o->chunks;
     po.progress = !o->json;
+    po.decode = o->decode;
     PerplexityResult r = perplexity(*s.model, tokens, po, o->text);
     if (o->json) {
       nlohmann::json j = ppl_json(r);

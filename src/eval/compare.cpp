@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "eval/perplexity.h"
 #include "eval/stats.h"
 #include "quant/metrics.h"
 #include "model/sampler.h"
@@ -73,7 +74,7 @@ CompareResult compare_models(LlamaModel& ref, LlamaModel& model, const std::vect
   for (int c = 0; c < win.n_chunks; ++c) {
     const std::vector<int> w = win.window(tokens, c, rc.bos_id);
     ref.forward(w.data(), win.ctx, 0, ref_logits.data(), win.first_scored);
-    model.forward(w.data(), win.ctx, 0, logits.data(), win.first_scored);
+    forward_window(model, w, win.ctx, win.first_scored, logits.data(), opt.decode);
     cos_tokens += win.ctx;
     for (int j = win.first_scored; j < win.ctx - 1; ++j) {
       const size_t off = static_cast<size_t>(j - win.first_scored) * vocab;

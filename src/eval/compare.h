@@ -17,6 +17,7 @@ struct CompareOptions {
   int max_chunks = -1;
   bool layers = false;  // per-layer hidden-state cosine similarity
   bool progress = true;
+  bool decode = false;  // the model (not the reference) one token at a time (forward_window)
   int histogram_bins = 40;  // KLD histogram on a log10 scale, for the report
 };
 

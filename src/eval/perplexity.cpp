@@ -19,6 +19,18 @@ void set_ppl(PerplexityResult& r, const MeanAccumulator& nll) {
 
 double token_nll(const float* logits, int vocab, int target) { return log_sum_exp(logits, vocab) - logits[target]; }
 
+void forward_window(LlamaModel& model, const std::vector<int>& w, int ctx, int first_scored, float* logits,
+                    bool decode) {
+  if (!decode) return model.forward(w.data(), ctx, 0, logits, first_scored);
+  const size_t vocab = static_cast<size_t>(model.config().vocab_size);
+  for (int p = 0; p < ctx; ++p) {
+    if (p < first_scored)
+      model.forward(&w[static_cast<size_t>(p)], 1, p, nullptr, 1);
+    else
+      model.forward(&w[static_cast<size_t>(p)], 1, p, logits + static_cast<size_t>(p - first_scored) * vocab, 0);
+  }
+}
+
 PerplexityResult perplexity(LlamaModel& model, const std::vector<int>& tokens, const PerplexityOptions& opt,
                             const std::string& where, const ScoredLogitsFn& observer) {
   const TokenWindows win = make_windows(static_cast<int64_t>(tokens.size()), opt.ctx, opt.max_chunks, where);
@@ -33,7 +45,7 @@ PerplexityResult perplexity(LlamaModel& model, const std::vector<int>& tokens, c
   for (int c = 0; c < win.n_chunks; ++c) {
     const std::vector<int> w = win.window(tokens, c, bos);
     // logits rows correspond to window positions first_scored .. ctx-1
-    model.forward(w.data(), win.ctx, 0, logits.data(), win.first_scored);
+    forward_window(model, w, win.ctx, win.first_scored, logits.data(), opt.decode);
     for (int j = win.first_scored; j < win.ctx - 1; ++j) {
       const float* lg = logits.data() + static_cast<size_t>(j - win.first_scored) * vocab;
       const int target = tokens[static_cast<size_t>(c) * win.ctx + j + 1];

@@ -16,6 +16,7 @@ struct PerplexityOptions {
   int ctx = 512;
   int max_chunks = -1;  // -1: all full windows
   bool progress = true;
+  bool decode = false;  // run each window one token at a time, as generation does (forward_window)
 };
 
 struct PerplexityResult {
@@ -37,6 +38,12 @@ double token_nll(const float* logits, int vocab, int target);
 
 // Observer of each scored position: (chunk, position in window, logits (vocab), target token).
 using ScoredLogitsFn = std::function<void(int, int, const float*, int)>;
+
+// Runs window w (ctx tokens from position 0) and writes the logits of positions first_scored ..
+// ctx-1. decode: one forward() a token, so that the single-token kernels of generation compute
+// them (their numbers may differ from a batch's: kernels/vq4_q8.h); else one batch.
+void forward_window(LlamaModel& model, const std::vector<int>& w, int ctx, int first_scored, float* logits,
+                    bool decode);
 
 PerplexityResult perplexity(LlamaModel& model, const std::vector<int>& tokens, const PerplexityOptions& opt,
                             const std::string& where, const ScoredLogitsFn& observer = {});

@@ -74,5 +74,6 @@ void vq4_gemm(const Vq4MatrixView& w, const float* x, int64_t n, int64_t r0, int
 
 // SIMD target the packed kernels dispatch to now (follows hwy::SetSupportedTargetsForTest).
 const char* packed_target_name();
+bool packed_target_is_avx512();  // AVX3 or a wider x86 target
 
 }  // namespace lsb::kernels

@@ -428,6 +428,7 @@ void Q8Gemm(const quant::Q8View& w, const float* x, int64_t n, int64_t r0, int64
 }
 
 const char* PackedTargetName() { return hwy::TargetName(HWY_TARGET); }
+bool PackedTargetIsAvx512() { return HWY_TARGET <= HWY_AVX3; }  // lower values are the wider targets
 
 }  // namespace lsb::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -437,6 +438,7 @@ namespace lsb::kernels {
 HWY_EXPORT(SignGemm);
 HWY_EXPORT(Q8Gemm);
 HWY_EXPORT(PackedTargetName);
+HWY_EXPORT(PackedTargetIsAvx512);
 
 void sign_gemm(const SignMatrixView& w, const float* x, int64_t n, const float* gsum, int64_t r0, int64_t r1,
                float* y, int64_t ldy) {
@@ -448,6 +450,7 @@ void q8_gemm(const quant::Q8View& w, const float* x, int64_t n, int64_t r0, int6
 }
 
 const char* packed_target_name() { return HWY_DYNAMIC_DISPATCH(PackedTargetName)(); }
+bool packed_target_is_avx512() { return HWY_DYNAMIC_DISPATCH(PackedTargetIsAvx512)(); }
 
 void group_sums(const float* x, int64_t n, int64_t cols, int64_t group, int64_t ngroups, float* gsum) {
   for (int64_t t = 0; t < n; ++t)

@@ -8,6 +8,7 @@
 #include "detail/row_blocks.h"
 #include "kernels/dense.h"
 #include "kernels/packed.h"
+#include "kernels/vq4_q8.h"
 #include "linear/linear.h"
 #include "quant/nu.h"
 #include "quant/vq4.h"
@@ -16,6 +17,7 @@ namespace lsb {
 namespace {
 
 constexpr uint64_t kAllocSlack = 64;  // alignment one arena allocation may waste
+constexpr int64_t kQ8GemmMinTokens = 8;  // fewer tokens: one at a time (the GEMM pads to tiles of 32)
 
 std::pmr::vector<float> to_float(const uint16_t* f16, int64_t n, std::pmr::memory_resource* mr) {
   std::pmr::vector<float> v(static_cast<size_t>(n), mr);
@@ -80,11 +82,34 @@ class Vq4Linear final : public Linear {
         v_(quant::Vq4View::parse(blob, info.rows(), info.cols(), info.params,
                                  {.where = tensor_where(where, info), .check_content = load.check_content})),
         codebook_(to_float(v_.codebook, int64_t{4} << v_.bits, load.arena)),
-        scales_(to_float(v_.scales, v_.rows * v_.ngroups, load.arena)) {
+        scales_(to_float(v_.scales, v_.rows * v_.ngroups, load.arena)),
+        planes_(static_cast<size_t>(4) << v_.bits, load.arena) {
     m_ = {v_.rows, v_.cols, v_.group, v_.ngroups, v_.row_words, v_.bits, codebook_.data(), scales_.data(), v_.codes};
+    q8_ = {m_, planes_.data(), kernels::vq4_codebook_planes(codebook_.data(), v_.bits, planes_.data())};
   }
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
+    if (kernels::vq4_q8_usable(m_)) {
+      // Integer dot products on 8-bit activations (kernels/vq4_q8.h): one token at a time up to
+      // a few tokens, a prompt's batch in tiles of 32 tokens. The buffers are this thread's (a
+      // lambda naming a thread_local would get each OpenMP worker's own instead).
+      if (n < kQ8GemmMinTokens) {
+        thread_local kernels::Vq4Q8Activations tls;
+        kernels::Vq4Q8Activations& xq = tls;
+        for (int64_t t = 0; t < n; ++t) {
+          kernels::vq4_quantize_activations(x + t * C, C, xq);
+          detail::for_row_blocks(R, 1, [&](int64_t, int64_t, int64_t r0, int64_t r1) {
+            kernels::vq4_gemv_q8(q8_, xq, r0, r1, y + t * R + r0);
+          });
+        }
+        return;
+      }
+      thread_local kernels::Vq4Q8Tokens tls;
+      kernels::Vq4Q8Tokens& xq = tls;
+      kernels::vq4_quantize_tokens(x, n, C, xq);
+      batch_row_blocks(R, [&](int64_t r0, int64_t r1) { kernels::vq4_gemm_q8(q8_, xq, r0, r1, y, R); });
+      return;
+    }
     if (n == 1) {
       detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
         kernels::vq4_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
@@ -101,14 +126,16 @@ class Vq4Linear final : public Linear {
   static uint64_t arena_bytes(const TensorInfo& t, const BlobPeek&, const std::string& where) {
     const quant::Vq4Params p = quant::Vq4Params::parse(t.params, tensor_where(where, t));
     const quant::Vq4Layout L(t.rows(), t.cols(), p, where);
-    return 16ull * static_cast<uint64_t>(p.entries()) + 4ull * static_cast<uint64_t>(t.rows() * L.ngroups) +
-           2 * kAllocSlack;
+    return 20ull * static_cast<uint64_t>(p.entries()) + 4ull * static_cast<uint64_t>(t.rows() * L.ngroups) +
+           3 * kAllocSlack;  // the float codebook, its 4 byte planes and the float scales
   }
 
  private:
   quant::Vq4View v_;
   std::pmr::vector<float> codebook_, scales_;
+  std::pmr::vector<uint8_t> planes_;
   kernels::Vq4MatrixView m_;
+  kernels::Vq4Q8MatrixView q8_;
 };
 
 template <class T>

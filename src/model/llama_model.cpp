@@ -185,7 +185,13 @@ void LlamaModel::attention(int layer, int n, int pos) {
           const float* p = S + static_cast<size_t>(t) * n_keys;
           for (int j = 0; j <= pos + t; ++j) {
             const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;
-            for (int i = 0; i < hd; ++i) out[i] += p[j] * kv_load(vrow, i, f16);
+            const float pj = p[j];
+            if (!f16) {  // a plain float loop the compiler vectorizes
+              const float* v = reinterpret_cast<const float*>(vrow);
+              for (int i = 0; i < hd; ++i) out[i] += pj * v[i];
+            } else {
+              for (int i = 0; i < hd; ++i) out[i] += pj * kv_load(vrow, i, f16);
+            }
           }
         }
         continue;

@@ -1,0 +1,436 @@
+// VQ4 decode with 8-bit codebook and activations (vq4_q8.h). The AVX-512 kernel is compiled with
+// a target attribute for the one instruction set it needs (VNNI + VBMI) and chosen at run time.
+#include "kernels/vq4_q8.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LSB_VQ4_Q8_X86 1
+#include <immintrin.h>
+#endif
+
+namespace lsb::kernels {
+
+// round(v) to the nearest integer, halves away from zero, clamped to [-127, 127]; inline (the
+// library's nearbyint is a call here).
+inline int8_t round_to_int8(float v) {
+  const float r = std::clamp(v, -127.0f, 127.0f);
+  return static_cast<int8_t>(static_cast<int>(r + std::copysign(0.5f, r)));
+}
+
+void vq4_quantize_activations(const float* x, int64_t cols, Vq4Q8Activations& out) {
+  const int64_t chunks = cols / kVq4Q8Chunk;
+  out.cols = cols;
+  out.xq.resize(static_cast<size_t>(cols));
+  out.bias.resize(static_cast<size_t>(chunks * 16));
+  out.d.resize(static_cast<size_t>(chunks * 16));
+  for (int64_t c = 0; c < chunks; ++c) {
+    const float* xc = x + c * kVq4Q8Chunk;
+    int8_t* q = out.xq.data() + c * kVq4Q8Chunk;
+    // Dword lane l multiplies columns 16l .. 16l + 15 (positions 4l..4l+3 of the 4 planes): each
+    // lane has its own scale, at no cost to the kernel, which multiplies per lane anyway.
+    for (int l = 0; l < 16; ++l) {
+      const float* xb = xc + 16 * l;
+      float amax = 0;
+      for (int i = 0; i < 16; ++i) amax = std::max(amax, std::fabs(xb[i]));
+      const float id = amax > 0 ? 127.0f / amax : 0.0f;
+      out.d[static_cast<size_t>(c * 16 + l)] = amax / 127.0f;
+      int32_t sum = 0;
+      for (int i = 0; i < 16; ++i) {
+        const int col = 16 * l + i, j = col / 4, t = col % 4;  // column 4j + t: plane t, position j
+        const int8_t v = round_to_int8(xb[i] * id);
+        q[t * 64 + j] = v;
+        sum += v;
+      }
+      out.bias[static_cast<size_t>(c * 16 + l)] = -128 * sum;
+    }
+  }
+}
+
+int64_t panel_position(int64_t col) {
+  const int64_t c = col / kVq4Q8Chunk, in = col % kVq4Q8Chunk, j = in / 4, t = in % 4;
+  return c * kVq4Q8Chunk + (j / 32) * 128 + t * 32 + j % 32;
+}
+
+void vq4_quantize_tokens(const float* x, int64_t n, int64_t cols, Vq4Q8Tokens& out) {
+  const int64_t quads = cols / 4, blocks = cols / kVq4Q8TokBlock;
+  out.n = n;
+  out.n_pad = (n + 31) / 32 * 32;
+  out.cols = cols;
+  out.xq.resize(static_cast<size_t>(out.n_pad * cols));
+  out.d.assign(static_cast<size_t>(blocks * out.n_pad), 0.0f);
+  out.bias.assign(static_cast<size_t>(blocks * out.n_pad), 0);
+  // Per tile of 32 tokens: each token's row in panel order (contiguous), then a transpose of
+  // 4-byte quads into [quad][token]. Padding tokens are zeros.
+  std::vector<int8_t> rows(static_cast<size_t>(32 * cols));
+  for (int64_t tile = 0; tile < out.n_pad / 32; ++tile) {
+    std::fill(rows.begin(), rows.end(), int8_t{0});
+    for (int64_t lane = 0; lane < 32 && tile * 32 + lane < n; ++lane) {
+      const int64_t t = tile * 32 + lane;
+      const float* xt = x + t * cols;
+      int8_t* row = rows.data() + lane * cols;
+      // Columns 4j + k of each 128 (j < 32) go to panel positions 32k + j; a block of
+      // kVq4Q8TokBlock positions is byte k of the 32 entries for kPlanes consecutive k.
+      constexpr int kPlanes = static_cast<int>(kVq4Q8TokBlock / 32);
+      for (int64_t h = 0; h < cols / 128; ++h)
+        for (int k0 = 0; k0 < 4; k0 += kPlanes) {
+          const float* xh = xt + 128 * h;
+          float amax = 0;
+          for (int k = k0; k < k0 + kPlanes; ++k)
+            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xh[4 * j + k]));
+          const float id = amax > 0 ? 127.0f / amax : 0.0f;
+          int8_t* o = row + 128 * h;
+          int32_t sum = 0;
+          for (int k = k0; k < k0 + kPlanes; ++k)
+            for (int j = 0; j < 32; ++j) {
+              const int8_t v = round_to_int8(xh[4 * j + k] * id);
+              o[32 * k + j] = v;
+              sum += v;
+            }
+          const int64_t b = (128 * h) / kVq4Q8TokBlock + k0 / kPlanes;
+          out.d[static_cast<size_t>(b * out.n_pad + t)] = amax / 127.0f;
+          out.bias[static_cast<size_t>(b * out.n_pad + t)] = -128 * sum;
+        }
+    }
+    int8_t* dst = out.xq.data() + tile * quads * 128;
+    for (int64_t q = 0; q < quads; ++q)
+      for (int64_t lane = 0; lane < 32; ++lane) std::memcpy(dst + q * 128 + lane * 4, rows.data() + lane * cols + 4 * q, 4);
+  }
+}
+
+float vq4_codebook_planes(const float* codebook, int bits, uint8_t* planes) {
+  const int64_t E = int64_t{1} << bits;
+  float amax = 0;
+  for (int64_t i = 0; i < 4 * E; ++i) amax = std::max(amax, std::fabs(codebook[i]));
+  const float cs = amax / 127.0f, ics = amax > 0 ? 127.0f / amax : 0.0f;
+  for (int64_t e = 0; e < E; ++e)
+    for (int t = 0; t < 4; ++t) {
+      planes[t * E + e] = static_cast<uint8_t>(round_to_int8(codebook[4 * e + t] * ics) + 128);
+    }
+  return cs;
+}
+
+namespace {
+
+// Index j of a row (bits-wide fields, least significant first).
+uint32_t index_of(const uint64_t* row, int bits, int64_t j) {
+  const int64_t at = j * bits, word = at >> 6, shift = at & 63;
+  uint64_t v = row[word] >> shift;
+  if (shift + bits > 64) v |= row[word + 1] << (64 - shift);
+  return static_cast<uint32_t>(v & ((uint64_t{1} << bits) - 1));
+}
+
+bool cpu_has_vnni_vbmi() {
+#ifdef LSB_VQ4_Q8_X86
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+         __builtin_cpu_supports("avx512vbmi");
+#else
+  return false;
+#endif
+}
+
+#ifdef LSB_VQ4_Q8_X86
+#define LSB_AVX512_VNNI_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")))
+
+// acc += VNNI(a (unsigned bytes), b (signed bytes)), in place: GCC 12 copies every accumulator
+// of a tile through another register on each use of the intrinsic (16 extra moves per 8 products
+// in the prompt kernel's loop).
+LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline void dpbusd(__m512i& acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+}
+
+// The entries of one chunk of 64 indices, byte t of each in plane t: the indices as bytes
+// (bits above `B` may hold the next index's bits: every lookup ignores them or has its table
+// repeated over them), then one byte permute per plane and 64 entries (two and a blend on bit 7
+// at 8 bits; at 9 bits four, read from L1, and blends on bits 7 and 8).
+template <int B>
+struct Lookup {
+  static constexpr int64_t E = int64_t{1} << B;
+  static constexpr int NT = B <= 6 ? 1 : B == 7 ? 2 : 4;  // 64-byte vectors per plane kept in registers
+  const uint8_t* planes;
+  __m512i tab[4][NT];
+  __m512i P, S;
+  __mmask64 load_mask;
+
+  LSB_AVX512_VNNI_VBMI explicit Lookup(const uint8_t* pl) : planes(pl) {
+    for (int t = 0; t < 4 && B < 9; ++t) {
+      if constexpr (B < 6) {
+        // 16 or 32 entries repeated to fill the 64 bytes a 6-bit permute indexes.
+        alignas(64) uint8_t rep[64];
+        for (int i = 0; i < 64; ++i) rep[i] = planes[t * E + (i % E)];
+        tab[t][0] = _mm512_load_si512(rep);
+      } else {
+        for (int k = 0; k < NT; ++k) tab[t][k] = _mm512_loadu_si512(planes + t * E + 64 * k);
+      }
+    }
+    // Unpacking 64 fields of B < 8 bits: qword q gets the B bytes holding indices 8q..8q+7, then
+    // byte k of it the 8 bits from bit k*B on. At 9 bits: word i of 32 gets bytes 9i/8 and
+    // 9i/8 + 1, then a shift right by 9i % 8.
+    alignas(64) uint8_t perm[64], shift[64];
+    alignas(64) uint16_t shift16[32];
+    if constexpr (B == 9) {
+      for (int i = 0; i < 32; ++i) {
+        perm[2 * i] = static_cast<uint8_t>(9 * i / 8);
+        perm[2 * i + 1] = static_cast<uint8_t>(9 * i / 8 + 1);
+        shift16[i] = static_cast<uint16_t>(9 * i % 8);
+      }
+      std::memcpy(shift, shift16, sizeof shift);
+    } else {
+      for (int q = 0; q < 8; ++q)
+        for (int k = 0; k < 8; ++k) {
+          perm[8 * q + k] = static_cast<uint8_t>(std::min(63, q * B + k));
+          shift[8 * q + k] = static_cast<uint8_t>(k * B);
+        }
+    }
+    P = _mm512_load_si512(perm);
+    S = _mm512_load_si512(shift);
+    load_mask = B == 9 ? (__mmask64{1} << 36) - 1 : B == 8 ? ~__mmask64{0} : (__mmask64{1} << (8 * B)) - 1;
+  }
+
+  // e[t] = byte t of the entries of indices 64c .. 64c + 63 of `row`.
+  LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline void chunk(const uint8_t* row, int64_t c,
+                                                                       __m512i e[4]) const {
+    __m512i idx;
+    __mmask64 high = 0, bit8 = 0;
+    if constexpr (B == 9) {
+      // Two halves of 32 indices (36 bytes each) as 16-bit words: word i holds the 2 bytes from
+      // bit 9i on, shifted down and masked; then the low bytes, bit 7 and bit 8.
+      const __m512i M9 = _mm512_set1_epi16(0x1FF), B8 = _mm512_set1_epi16(0x100);
+      const __m512i w0 = _mm512_and_si512(
+          _mm512_srlv_epi16(_mm512_permutexvar_epi8(P, _mm512_maskz_loadu_epi8(load_mask, row + c * 72)), S), M9);
+      const __m512i w1 = _mm512_and_si512(
+          _mm512_srlv_epi16(_mm512_permutexvar_epi8(P, _mm512_maskz_loadu_epi8(load_mask, row + c * 72 + 36)), S), M9);
+      idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(w0)), _mm512_cvtepi16_epi8(w1), 1);
+      bit8 = _mm512_kunpackd(_mm512_test_epi16_mask(w1, B8), _mm512_test_epi16_mask(w0, B8));
+      high = _mm512_movepi8_mask(idx);
+    } else {
+      idx = _mm512_maskz_loadu_epi8(load_mask, row + c * 8 * B);
+      if constexpr (B != 8) idx = _mm512_multishift_epi64_epi8(S, _mm512_permutexvar_epi8(P, idx));
+      if constexpr (B == 8) high = _mm512_movepi8_mask(idx);
+    }
+    for (int t = 0; t < 4; ++t) {
+      if constexpr (B <= 6) {
+        e[t] = _mm512_permutexvar_epi8(idx, tab[t][0]);
+      } else if constexpr (B == 7) {
+        e[t] = _mm512_permutex2var_epi8(tab[t][0], idx, tab[t][1]);
+      } else if constexpr (B == 8) {
+        e[t] = _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(tab[t][0], idx, tab[t][1]),
+                                      _mm512_permutex2var_epi8(tab[t][2], idx, tab[t][3]));
+      } else {  // 512 entries: 8 vectors per plane, read from L1 (they would take every register)
+        const uint8_t* T = planes + t * E;
+        __m512i p[4];  // entries 128k .. 128k + 127
+        for (int k = 0; k < 4; ++k)
+          p[k] = _mm512_permutex2var_epi8(_mm512_loadu_si512(T + 128 * k), idx, _mm512_loadu_si512(T + 128 * k + 64));
+        e[t] = _mm512_mask_blend_epi8(bit8, _mm512_mask_blend_epi8(high, p[0], p[1]),
+                                      _mm512_mask_blend_epi8(high, p[2], p[3]));
+      }
+    }
+  }
+};
+
+// One token: per chunk, byte t of the 64 entries times the 64 activations of plane t (VNNI: 4
+// products summed into each dword lane), then per lane the group scale times the activation scale.
+template <int B>
+LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1,
+                                  float* y) {
+  const Vq4MatrixView& w = m.w;
+  const Lookup<B> lk(m.planes);
+  const int64_t chunks = w.cols / kVq4Q8Chunk;
+  const bool one_scale_per_chunk = w.group % kVq4Q8Chunk == 0;
+  const int8_t* xq = x.xq.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.codes + r * w.row_words);
+    const float* sc = w.scales + r * w.ngroups;
+    __m512 acc_f = _mm512_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) {
+      __m512i e[4];
+      lk.chunk(row, c, e);
+      __m512i acc = _mm512_loadu_si512(x.bias.data() + c * 16);
+      const int8_t* xc = xq + c * kVq4Q8Chunk;
+      for (int t = 0; t < 4; ++t) dpbusd(acc, e[t], _mm512_loadu_si512(xc + 64 * t));
+      const int64_t g0 = c * kVq4Q8Chunk / w.group;
+      __m512 s = _mm512_set1_ps(sc[g0]);
+      if (!one_scale_per_chunk) s = _mm512_mask_blend_ps(0xFF00, s, _mm512_set1_ps(sc[(c * kVq4Q8Chunk + kVq4Q8Block) / w.group]));
+      const __m512 sd = _mm512_mul_ps(s, _mm512_loadu_ps(x.d.data() + c * 16));
+      acc_f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sd, acc_f);
+    }
+    y[r - r0] = m.cs * _mm512_reduce_add_ps(acc_f);
+  }
+}
+
+// Rows r .. r + RT - 1 in panel order (vq4_q8.h): per chunk, the first 32 entries of the four
+// planes, then the last 32.
+template <int B>
+LSB_AVX512_VNNI_VBMI void decode_panel_rows(const Vq4MatrixView& w, const Lookup<B>& lk, int64_t r, int rows,
+                                            uint8_t* out) {
+  const int64_t chunks = w.cols / kVq4Q8Chunk;
+  for (int i = 0; i < rows; ++i) {
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.codes + (r + i) * w.row_words);
+    uint8_t* o = out + i * w.cols;
+    for (int64_t c = 0; c < chunks; ++c) {
+      __m512i e[4];
+      lk.chunk(row, c, e);
+      _mm512_storeu_si512(o + c * 256, _mm512_shuffle_i64x2(e[0], e[1], 0x44));
+      _mm512_storeu_si512(o + c * 256 + 64, _mm512_shuffle_i64x2(e[2], e[3], 0x44));
+      _mm512_storeu_si512(o + c * 256 + 128, _mm512_shuffle_i64x2(e[0], e[1], 0xEE));
+      _mm512_storeu_si512(o + c * 256 + 192, _mm512_shuffle_i64x2(e[2], e[3], 0xEE));
+    }
+  }
+}
+
+// RT rows x 32 tokens: per 4 columns (a quad), the rows' 4 weight bytes broadcast against the 32
+// tokens' 4 activation bytes (2 VNNI products per row); per block of 128 columns the int32 sums
+// are scaled by the row's group scale and the tokens' block scales into float accumulators.
+template <int RT>
+LSB_AVX512_VNNI_VBMI void gemm_tile(const Vq4Q8MatrixView& m, const Vq4Q8Tokens& x, const uint8_t* wp, int64_t r,
+                                    int64_t tile, float* y, int64_t ldy) {
+  const Vq4MatrixView& w = m.w;
+  const int64_t quads = w.cols / 4, blocks = w.cols / kVq4Q8TokBlock;
+  constexpr int64_t kQuadsPerBlock = kVq4Q8TokBlock / 4;
+  const int8_t* xt = x.xq.data() + tile * quads * 128;
+  __m512 yf[RT][2];
+  for (int i = 0; i < RT; ++i) yf[i][0] = yf[i][1] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m512i bias0 = _mm512_loadu_si512(x.bias.data() + b * x.n_pad + tile * 32);
+    const __m512i bias1 = _mm512_loadu_si512(x.bias.data() + b * x.n_pad + tile * 32 + 16);
+    __m512i acc[RT][2];
+    for (int i = 0; i < RT; ++i) acc[i][0] = bias0, acc[i][1] = bias1;
+    for (int64_t q = kQuadsPerBlock * b; q < kQuadsPerBlock * (b + 1); ++q) {
+      const __m512i x0 = _mm512_loadu_si512(xt + q * 128), x1 = _mm512_loadu_si512(xt + q * 128 + 64);
+      for (int i = 0; i < RT; ++i) {
+        int32_t wq;
+        std::memcpy(&wq, wp + i * w.cols + 4 * q, 4);
+        const __m512i wv = _mm512_set1_epi32(wq);
+        dpbusd(acc[i][0], wv, x0);
+        dpbusd(acc[i][1], wv, x1);
+      }
+    }
+    const __m512 d0 = _mm512_loadu_ps(x.d.data() + b * x.n_pad + tile * 32);
+    const __m512 d1 = _mm512_loadu_ps(x.d.data() + b * x.n_pad + tile * 32 + 16);
+    for (int i = 0; i < RT; ++i) {
+      const __m512 s = _mm512_set1_ps(w.scales[(r + i) * w.ngroups + b * kVq4Q8TokBlock / w.group]);
+      yf[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][0]), _mm512_mul_ps(s, d0), yf[i][0]);
+      yf[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][1]), _mm512_mul_ps(s, d1), yf[i][1]);
+    }
+  }
+  alignas(64) float out[32];
+  const int64_t t0 = tile * 32, nt = std::min<int64_t>(32, x.n - t0);
+  for (int i = 0; i < RT; ++i) {
+    _mm512_store_ps(out, _mm512_mul_ps(yf[i][0], _mm512_set1_ps(m.cs)));
+    _mm512_store_ps(out + 16, _mm512_mul_ps(yf[i][1], _mm512_set1_ps(m.cs)));
+    for (int64_t t = 0; t < nt; ++t) y[(t0 + t) * ldy + r + i] = out[t];
+  }
+}
+
+template <int B>
+LSB_AVX512_VNNI_VBMI void gemm_q8(const Vq4Q8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y,
+                                  int64_t ldy) {
+  constexpr int RT = 4;
+  const Lookup<B> lk(m.planes);
+  thread_local std::vector<uint8_t> panel;  // RT rows, this thread's
+  panel.resize(static_cast<size_t>(RT * m.w.cols));
+  const int64_t tiles = x.n_pad / 32;
+  int64_t r = r0;
+  for (; r + RT <= r1; r += RT) {
+    decode_panel_rows<B>(m.w, lk, r, RT, panel.data());
+    for (int64_t tile = 0; tile < tiles; ++tile) gemm_tile<RT>(m, x, panel.data(), r, tile, y, ldy);
+  }
+  for (; r < r1; ++r) {
+    decode_panel_rows<B>(m.w, lk, r, 1, panel.data());
+    for (int64_t tile = 0; tile < tiles; ++tile) gemm_tile<1>(m, x, panel.data(), r, tile, y, ldy);
+  }
+}
+#endif
+
+}  // namespace
+
+bool vq4_q8_usable(const Vq4MatrixView& w) {
+  static const bool cpu = cpu_has_vnni_vbmi();
+  if (!cpu || w.bits < 4 || w.bits > 9 || w.cols % kVq4Q8Chunk != 0 || w.group % kVq4Q8Block != 0) return false;
+  return packed_target_is_avx512();
+}
+
+void vq4_gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1, float* y) {
+#ifdef LSB_VQ4_Q8_X86
+  switch (m.w.bits) {
+    case 4: return gemv_q8<4>(m, x, r0, r1, y);
+    case 5: return gemv_q8<5>(m, x, r0, r1, y);
+    case 6: return gemv_q8<6>(m, x, r0, r1, y);
+    case 7: return gemv_q8<7>(m, x, r0, r1, y);
+    case 8: return gemv_q8<8>(m, x, r0, r1, y);
+    case 9: return gemv_q8<9>(m, x, r0, r1, y);
+    default: break;
+  }
+#endif
+  vq4_gemv_q8_reference(m, x, r0, r1, y);
+}
+
+void vq4_gemm_q8(const Vq4Q8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+#ifdef LSB_VQ4_Q8_X86
+  switch (m.w.bits) {
+    case 4: return gemm_q8<4>(m, x, r0, r1, y, ldy);
+    case 5: return gemm_q8<5>(m, x, r0, r1, y, ldy);
+    case 6: return gemm_q8<6>(m, x, r0, r1, y, ldy);
+    case 7: return gemm_q8<7>(m, x, r0, r1, y, ldy);
+    case 8: return gemm_q8<8>(m, x, r0, r1, y, ldy);
+    case 9: return gemm_q8<9>(m, x, r0, r1, y, ldy);
+    default: break;
+  }
+#endif
+  vq4_gemm_q8_reference(m, x, r0, r1, y, ldy);
+}
+
+void vq4_gemm_q8_reference(const Vq4Q8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y,
+                           int64_t ldy) {
+  const Vq4MatrixView& w = m.w;
+  const int64_t E = int64_t{1} << w.bits, blocks = w.cols / kVq4Q8TokBlock, quads = w.cols / 4;
+  std::vector<int64_t> acc(static_cast<size_t>(blocks));
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint64_t* row = w.codes + r * w.row_words;
+    for (int64_t t = 0; t < x.n; ++t) {
+      const int64_t tile = t / 32, lane = t % 32;
+      for (int64_t b = 0; b < blocks; ++b) acc[static_cast<size_t>(b)] = x.bias[static_cast<size_t>(b * x.n_pad + t)];
+      for (int64_t col = 0; col < w.cols; ++col) {
+        const int64_t p = panel_position(col);  // where column `col` sits in panel order
+        const uint32_t e = index_of(row, w.bits, col / 4);
+        acc[static_cast<size_t>(p / kVq4Q8TokBlock)] +=
+            static_cast<int32_t>(m.planes[(col % 4) * E + e]) *
+            x.xq[static_cast<size_t>((tile * quads + p / 4) * 128 + lane * 4 + p % 4)];
+      }
+      // The positions of block b lie in one block of 128 columns, hence in one group.
+      double sum = 0;
+      for (int64_t b = 0; b < blocks; ++b)
+        sum += static_cast<double>(acc[static_cast<size_t>(b)]) *
+               w.scales[r * w.ngroups + b * kVq4Q8TokBlock / w.group] * x.d[static_cast<size_t>(b * x.n_pad + t)];
+      y[t * ldy + r] = static_cast<float>(m.cs * sum);
+    }
+  }
+}
+
+void vq4_gemv_q8_reference(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1, float* y) {
+  const Vq4MatrixView& w = m.w;
+  const int64_t E = int64_t{1} << w.bits, chunks = w.cols / kVq4Q8Chunk;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint64_t* row = w.codes + r * w.row_words;
+    double sum = 0;
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int l = 0; l < 16; ++l) {
+        // Dword lane l: positions 4l..4l+3 of each plane, i.e. indices 64c + 4l .. +3.
+        int32_t acc = x.bias[static_cast<size_t>(c * 16 + l)];
+        for (int t = 0; t < 4; ++t)
+          for (int64_t j = 4 * l; j < 4 * l + 4; ++j) {
+            const uint32_t e = index_of(row, w.bits, 64 * c + j);
+            acc += static_cast<int32_t>(m.planes[t * E + e]) * x.xq[static_cast<size_t>(c * kVq4Q8Chunk + t * 64 + j)];
+          }
+        const int64_t col = c * kVq4Q8Chunk + (l < 8 ? 0 : kVq4Q8Block);
+        sum += static_cast<double>(acc) * w.scales[r * w.ngroups + col / w.group] * x.d[static_cast<size_t>(c * 16 + l)];
+      }
+    y[r - r0] = static_cast<float>(m.cs * sum);
+  }
+}
+
+}  // namespace lsb::kernels
