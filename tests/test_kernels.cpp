@@ -534,6 +534,47 @@ TEST(KernelLinear, CorruptBlobIsRejected) {
 
 // SignLinear converts f16 scales and outlier values in bulk with the SIMD converter; the scalar
 // f16_to_f32 is the specification. Every finite f16 bit pattern (subnormals included), every target.
+// Attention's helpers on every target against plain double loops: the softmax of a scaled
+// prefix (lengths around the vector widths, large and negative scores) and the weighted sum of
+// strided rows (decode's S · V).
+TEST(KernelSimd, AttentionHelpersMatchScalarOnEveryTarget) {
+  TargetGuard guard;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 4.0f);
+  int runs = 0;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (int64_t len : {1, 3, 15, 16, 17, 33, 64, 129, 513}) {
+      std::vector<float> row(static_cast<size_t>(len));
+      for (auto& v : row) v = nd(rng) - 20.0f;
+      std::vector<double> want(row.size());
+      const float scale = 0.125f;
+      double mx = -INFINITY, sum = 0;
+      for (float v : row) mx = std::max(mx, static_cast<double>(v * scale));
+      for (size_t j = 0; j < row.size(); ++j) sum += want[j] = std::exp(row[j] * scale - mx);
+      kernels::softmax_scaled(row.data(), len, scale);
+      for (size_t j = 0; j < row.size(); ++j)
+        ASSERT_NEAR(row[j], want[j] / sum, 2e-6 * want[j] / sum + 1e-12) << hwy::TargetName(target) << " len=" << len;
+      for (int64_t width : {1, 20, 64}) {
+        const int64_t ld = width + 7;
+        std::vector<float> rows(static_cast<size_t>(len * ld)), out(static_cast<size_t>(width), NAN);
+        for (auto& v : rows) v = nd(rng);
+        kernels::weighted_row_sum(rows.data(), ld, len, row.data(), width, out.data());
+        for (int64_t i = 0; i < width; ++i) {
+          double w = 0, abs = 0;
+          for (int64_t j = 0; j < len; ++j) {
+            w += static_cast<double>(row[j]) * rows[j * ld + i];
+            abs += std::fabs(static_cast<double>(row[j]) * rows[j * ld + i]);
+          }
+          ASSERT_NEAR(out[i], w, 1e-5 * abs + 1e-12) << hwy::TargetName(target) << " len=" << len << " i=" << i;
+        }
+      }
+      ++runs;
+    }
+  }
+  EXPECT_GT(runs, 0);
+}
+
 TEST(KernelSimd, BulkF16ConversionEqualsScalarOnEveryFinitePattern) {
   std::vector<uint16_t> h;
   for (uint32_t b = 0; b < 65536; ++b)

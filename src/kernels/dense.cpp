@@ -1,6 +1,7 @@
 #include "kernels/dense.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
@@ -9,6 +10,7 @@
 #define HWY_TARGET_INCLUDE "dense.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
 
 #include "base/fp16.h"
 
@@ -210,6 +212,60 @@ void DenseRowsToF32(DType t, const void* w, int64_t cols, int64_t r0, int64_t r1
 
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
+void WeightedRowSum(const float* HWY_RESTRICT rows, int64_t ld, int64_t n, const float* HWY_RESTRICT p, int64_t len,
+                    float* HWY_RESTRICT out) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  int64_t i = 0;
+  for (; i + 2 * N <= len; i += 2 * N) {
+    auto a0 = hn::Zero(df), a1 = hn::Zero(df);
+    for (int64_t j = 0; j < n; ++j) {
+      const auto pj = hn::Set(df, p[j]);
+      a0 = hn::MulAdd(pj, hn::LoadU(df, rows + j * ld + i), a0);
+      a1 = hn::MulAdd(pj, hn::LoadU(df, rows + j * ld + i + N), a1);
+    }
+    hn::StoreU(a0, df, out + i);
+    hn::StoreU(a1, df, out + i + N);
+  }
+  for (; i < len; ++i) {
+    float a = 0;
+    for (int64_t j = 0; j < n; ++j) a += p[j] * rows[j * ld + i];
+    out[i] = a;
+  }
+}
+
+void SoftmaxScaled(float* HWY_RESTRICT row, int64_t len, float scale) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const auto vs = hn::Set(df, scale);
+  float mx = -INFINITY;
+  int64_t i = 0;
+  if (len >= N) {
+    auto m = hn::Set(df, -INFINITY);
+    for (; i + N <= len; i += N) m = hn::Max(m, hn::Mul(hn::LoadU(df, row + i), vs));
+    mx = hn::GetLane(hn::MaxOfLanes(df, m));
+  }
+  for (; i < len; ++i) mx = std::max(mx, row[i] * scale);
+  const auto vm = hn::Set(df, mx);
+  auto sum = hn::Zero(df);
+  float tail = 0;
+  i = 0;
+  for (; i + N <= len; i += N) {
+    const auto e = hn::Exp(df, hn::Sub(hn::Mul(hn::LoadU(df, row + i), vs), vm));
+    hn::StoreU(e, df, row + i);
+    sum = hn::Add(sum, e);
+  }
+  for (; i < len; ++i) {
+    const auto e = hn::Exp(df, hn::Set(df, row[i] * scale - mx));
+    row[i] = hn::GetLane(e);
+    tail += row[i];
+  }
+  const auto inv = hn::Set(df, 1.0f / (hn::GetLane(hn::SumOfLanes(df, sum)) + tail));
+  i = 0;
+  for (; i + N <= len; i += N) hn::StoreU(hn::Mul(hn::LoadU(df, row + i), inv), df, row + i);
+  for (; i < len; ++i) row[i] *= hn::GetLane(inv);
+}
+
 }  // namespace lsb::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -221,6 +277,8 @@ HWY_EXPORT(GemvDense);
 HWY_EXPORT(GemmDense);
 HWY_EXPORT(DenseRowsToF32);
 HWY_EXPORT(TargetName);
+HWY_EXPORT(SoftmaxScaled);
+HWY_EXPORT(WeightedRowSum);
 
 static void require_dense(DType t) {
   if (!dtype_is_dense(t)) throw Error(fmt::format("dense kernel called on non-dense dtype {}", dtype_name(t)));
@@ -243,6 +301,12 @@ void rows_to_f32(DType t, const void* w, int64_t cols, int64_t r0, int64_t r1, f
 }
 
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+void softmax_scaled(float* row, int64_t len, float scale) { HWY_DYNAMIC_DISPATCH(SoftmaxScaled)(row, len, scale); }
+
+void weighted_row_sum(const float* rows, int64_t ld, int64_t n, const float* p, int64_t len, float* out) {
+  HWY_DYNAMIC_DISPATCH(WeightedRowSum)(rows, ld, n, p, len, out);
+}
 
 }  // namespace lsb::kernels
 #endif

@@ -18,6 +18,13 @@ void gemm_nt(DType t, const float* x, int64_t ldx, int64_t n, const void* w, int
 // out[(r - r0) * cols + c] = float(W[r, c]) for r in [r0, r1).
 void rows_to_f32(DType t, const void* w, int64_t cols, int64_t r0, int64_t r1, float* out);
 
+// row[j] = exp(row[j] * scale - m) / sum for j < len, m the largest row[j] * scale (Highway's
+// vector exp, within a few ulp of std::exp).
+void softmax_scaled(float* row, int64_t len, float scale);
+
+// out[i] = sum_j p[j] * rows[j * ld + i] for i < len, j < n (attention's S · V for one token).
+void weighted_row_sum(const float* rows, int64_t ld, int64_t n, const float* p, int64_t len, float* out);
+
 // Name of the SIMD target the dispatcher chose (e.g. "AVX3", "AVX2", "NEON", "EMU128").
 const char* simd_target_name();
 

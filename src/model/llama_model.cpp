@@ -138,10 +138,12 @@ static inline void rope_rotate(float* v, int head_dim, bool interleaved, const f
 }
 
 // Attention for the n tokens of the batch at positions pos..pos+n-1; q_ and the cache already
-// hold this batch's queries, keys and values. Per query head, two gemm calls:
-//   S: (n, pos+n) = q_h · K_hᵀ / sqrt(head_dim), causal softmax per row, out_h: (n, hd) = S · V_h.
+// hold this batch's queries, keys and values. Per query head and block of up to 64 queries
+// [t0, t1), two gemm calls over the keys the block can see (nk = pos + t1):
+//   S: (t1-t0, nk) = q_h · K_hᵀ / sqrt(head_dim), causal softmax per row, out_h = S · V_h.
 // Writes att_out_: (n, n_heads*head_dim).
 void LlamaModel::attention(int layer, int n, int pos) {
+  constexpr int kQueryBlock = 64;
   const int hd = cfg_.head_dim, n_heads = cfg_.n_heads;
   const int q_dim = n_heads * hd, kv_dim = cfg_.n_kv_heads * hd;
   const int group = cfg_.n_heads / cfg_.n_kv_heads;  // query heads per key/value head
@@ -160,48 +162,53 @@ void LlamaModel::attention(int layer, int n, int pos) {
 #pragma omp for schedule(dynamic, 1)
     for (int h = 0; h < n_heads; ++h) {
       const int kvh = h / group;
-      // S = q_h · K_hᵀ
-      kernels::gemm_nt(opt_.kv_type, act_.q.data() + h * hd, q_dim, n, kc + kvh * hd * es, kv_dim, 0, n_keys, hd, S,
-                       n_keys);
-      for (int t = 0; t < n; ++t) {
-        float* row = S + static_cast<size_t>(t) * n_keys;
-        const int last = pos + t;  // token t attends to positions 0..last
-        float mx = -INFINITY;
-        for (int j = 0; j <= last; ++j) mx = std::max(mx, row[j] * scale);
-        float sum = 0.0f;
-        for (int j = 0; j <= last; ++j) {
-          row[j] = std::exp(row[j] * scale - mx);
-          sum += row[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j <= last; ++j) row[j] *= inv;
-        std::fill(row + last + 1, row + n_keys, 0.0f);
-      }
-      if (n < 4) {
-        // Few tokens (decoding): out_h[t] = Σ_j S[t, j] · V_h[j], without transposing V.
-        for (int t = 0; t < n; ++t) {
-          float* out = att + static_cast<size_t>(t) * q_dim + h * hd;
-          std::fill(out, out + hd, 0.0f);
-          const float* p = S + static_cast<size_t>(t) * n_keys;
-          for (int j = 0; j <= pos + t; ++j) {
-            const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;
-            const float pj = p[j];
-            if (!f16) {  // a plain float loop the compiler vectorizes
-              const float* v = reinterpret_cast<const float*>(vrow);
-              for (int i = 0; i < hd; ++i) out[i] += pj * v[i];
-            } else {
-              for (int i = 0; i < hd; ++i) out[i] += pj * kv_load(vrow, i, f16);
-            }
+      if (n >= 4) {
+        // V_hᵀ: (hd, n_keys), for the products S · V_h below.
+        for (int j = 0; j < n_keys; ++j) {
+          const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;
+          float* vt = Vt + j;
+          if (!f16) {
+            const float* v = reinterpret_cast<const float*>(vrow);
+            for (int i = 0; i < hd; ++i) vt[static_cast<size_t>(i) * n_keys] = v[i];
+          } else {
+            for (int i = 0; i < hd; ++i) vt[static_cast<size_t>(i) * n_keys] = kv_load(vrow, i, f16);
           }
         }
-        continue;
       }
-      for (int j = 0; j < n_keys; ++j) {
-        const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;
-        for (int i = 0; i < hd; ++i) Vt[static_cast<size_t>(i) * n_keys + j] = kv_load(vrow, i, f16);
+      // Queries in blocks: block [t0, t1) attends to keys 0 .. pos + t1 - 1 at most (causal), so
+      // the products skip most of the masked triangle of a long prompt.
+      for (int t0 = 0; t0 < n; t0 += kQueryBlock) {
+        const int t1 = std::min(n, t0 + kQueryBlock), nq = t1 - t0, nk = pos + t1;
+        // S = q_h · K_hᵀ: (nq, nk)
+        kernels::gemm_nt(opt_.kv_type, act_.q.data() + static_cast<size_t>(t0) * q_dim + h * hd, q_dim, nq,
+                         kc + kvh * hd * es, kv_dim, 0, nk, hd, S, nk);
+        for (int t = t0; t < t1; ++t) {
+          float* row = S + static_cast<size_t>(t - t0) * nk;
+          const int last = pos + t;  // token t attends to positions 0..last
+          kernels::softmax_scaled(row, last + 1, scale);
+          std::fill(row + last + 1, row + nk, 0.0f);
+        }
+        if (n < 4) {
+          // Few tokens (decoding): out_h[t] = Σ_j S[t, j] · V_h[j], without transposing V.
+          for (int t = t0; t < t1; ++t) {
+            float* out = att + static_cast<size_t>(t) * q_dim + h * hd;
+            const float* p = S + static_cast<size_t>(t - t0) * nk;
+            if (!f16) {
+              kernels::weighted_row_sum(reinterpret_cast<const float*>(vc) + kvh * hd, kv_dim, pos + t + 1, p, hd, out);
+              continue;
+            }
+            std::fill(out, out + hd, 0.0f);
+            for (int j = 0; j <= pos + t; ++j) {
+              const std::byte* vrow = vc + (static_cast<size_t>(j) * kv_dim + kvh * hd) * es;
+              for (int i = 0; i < hd; ++i) out[i] += p[j] * kv_load(vrow, i, f16);
+            }
+          }
+          continue;
+        }
+        // out_h = S · V_h = S · (V_hᵀ)ᵀ: (nq, hd), over the first nk keys
+        kernels::gemm_nt(DType::F32, S, nk, nq, Vt, n_keys, 0, hd, nk, att + static_cast<size_t>(t0) * q_dim + h * hd,
+                         q_dim);
       }
-      // out_h = S · V_h = S · (V_hᵀ)ᵀ
-      kernels::gemm_nt(DType::F32, S, n_keys, n, Vt, n_keys, 0, hd, n_keys, att + h * hd, q_dim);
     }
   }
 }
