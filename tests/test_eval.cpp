@@ -82,3 +82,26 @@ TEST(EvalPerplexity, EmptyOrTooShortTextIsRefused) {
   EXPECT_NE(s.err.find("short.txt"), std::string::npos) << s.err;
   EXPECT_NE(s.err.find("fewer than one window"), std::string::npos) << s.err;
 }
+
+// --decode scores each window one token at a time, as generation runs the model: on the dense
+// original the same perplexity as one batch (up to summation order), every window and position
+// scored alike; and it refuses the options that compare whole windows.
+TEST(EvalPerplexity, DecodeModeScoresTheSamePositions) {
+  const std::string base = "eval " + LSB_SHARED("models/stories260K/stories260K.bin") + " --tokenizer " +
+                           LSB_SHARED("models/stories260K/tok512.bin") + " --text " +
+                           LSB_SHARED("data/tinystories_valid_1000.txt") + " --ctx 128 --chunks 3 --json -t 2";
+  auto batch = lsbtest::run_lsb(base, 300);
+  auto decode = lsbtest::run_lsb(base + " --decode", 300);
+  ASSERT_EQ(batch.exit_code, 0) << batch.err;
+  ASSERT_EQ(decode.exit_code, 0) << decode.err;
+  const auto a = nlohmann::json::parse(batch.out), b = nlohmann::json::parse(decode.out);
+  EXPECT_FALSE(a["decode"].get<bool>());
+  EXPECT_TRUE(b["decode"].get<bool>());
+  EXPECT_EQ(a["n_scored"].get<int64_t>(), b["n_scored"].get<int64_t>());
+  EXPECT_NEAR(a["ppl"].get<double>(), b["ppl"].get<double>(), 1e-5 * a["ppl"].get<double>());
+  auto bad = lsbtest::run_lsb("eval " + LSB_SHARED("models/bookworm-27m") + " --ref " +
+                              LSB_SHARED("models/bookworm-27m") + " --text " + LSB_SHARED("data/bookworm_valid.txt") +
+                              " --decode --layers");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--decode cannot be combined"), std::string::npos) << bad.err;
+}

@@ -73,7 +73,8 @@ void run_compare(const EvalOpts& o, Session& s, const std::vector<int>& tokens) 
               {"seconds", c.model.seconds},
               {"model", o.model},
               {"ref_model", o.ref},
-              {"text", o.text}});
+              {"text", o.text},
+              {"decode", o.decode}});
     if (co.layers) j["layer_cosine"] = c.layer_cosine;
     if (!o.report.empty()) j["report"] = o.report;
     print_json(j);
@@ -137,7 +138,7 @@ void add_eval(CLI::App& app) {
       nlohmann::json j = ppl_json(r);
       j.update({{"n_tokens", r.n_tokens}, {"n_chunks", r.n_chunks}, {"n_scored", r.n_scored}, {"ctx", r.ctx},
                 {"seconds", r.seconds}, {"tok_per_s", r.tokens_per_second}, {"model", o->model}, {"text", o->text},
-                {"threads", get_threads()}});
+                {"threads", get_threads()}, {"decode", o->decode}});
       print_json(j);
     } else {
       std::printf("%s: %lld tokens, %d windows of %d, %lld scored\n", o->text.c_str(),

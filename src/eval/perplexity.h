@@ -41,7 +41,7 @@ using ScoredLogitsFn = std::function<void(int, int, const float*, int)>;
 
 // Runs window w (ctx tokens from position 0) and writes the logits of positions first_scored ..
 // ctx-1. decode: one forward() a token, so that the single-token kernels of generation compute
-// them (their numbers may differ from a batch's: kernels/vq4_q8.h); else one batch.
+// them (their numbers may differ from a batch's: kernels/table_q8.h); else one batch.
 void forward_window(LlamaModel& model, const std::vector<int>& w, int ctx, int first_scored, float* logits,
                     bool decode);
 

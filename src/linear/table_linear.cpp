@@ -8,7 +8,7 @@
 #include "detail/row_blocks.h"
 #include "kernels/dense.h"
 #include "kernels/packed.h"
-#include "kernels/vq4_q8.h"
+#include "kernels/table_q8.h"
 #include "linear/linear.h"
 #include "quant/nu.h"
 #include "quant/vq4.h"
@@ -44,11 +44,28 @@ class NuLinear final : public Linear {
         v_(quant::NuView::parse(blob, info.rows(), info.cols(), info.params,
                                 {.where = tensor_where(where, info), .check_content = load.check_content})),
         levels_(v_.levels, v_.levels + (1 << v_.bits), load.arena),
-        scales_(to_float(v_.scales, v_.rows * v_.ngroups, load.arena)) {
+        scales_(to_float(v_.scales, v_.rows * v_.ngroups, load.arena)),
+        levels_u8_(16, load.arena) {
     m_ = {v_.rows, v_.cols, v_.words, v_.group, v_.ngroups, v_.bits, levels_.data(), scales_.data(), v_.planes};
+    q8_ = {m_, levels_u8_.data(), kernels::nu_levels_u8(levels_.data(), v_.bits, levels_u8_.data())};
+    q8_fits_ = kernels::table_fits_8_bits(levels_.data(), static_cast<int64_t>(levels_.size()));
   }
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
+    if (n < kQ8GemmMinTokens && q8_fits_ && kernels::nu_q8_usable(m_)) {
+      // Decoding: integer dot products on 8-bit activations (kernels/table_q8.h), one token at a
+      // time; prompts keep the float panels. (A lambda naming a thread_local would get each
+      // OpenMP worker's own: the workers see this thread's through a reference.)
+      thread_local kernels::Q8Blocks tls;
+      kernels::Q8Blocks& xq = tls;
+      for (int64_t t = 0; t < n; ++t) {
+        kernels::quantize_blocks128(x + t * C, C, xq);
+        detail::for_row_blocks(R, 1, [&](int64_t, int64_t, int64_t r0, int64_t r1) {
+          kernels::nu_gemv_q8(q8_, xq, r0, r1, y + t * R + r0);
+        });
+      }
+      return;
+    }
     if (n == 1) {
       detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
         kernels::nu_gemm(m_, x + t * C, nt, r0, r1, y + t * R, R);
@@ -65,14 +82,17 @@ class NuLinear final : public Linear {
   static uint64_t arena_bytes(const TensorInfo& t, const BlobPeek&, const std::string& where) {
     const quant::NuParams p = quant::NuParams::parse(t.params, tensor_where(where, t));
     const quant::NuLayout L(t.rows(), t.cols(), p, where);
-    return 4ull * static_cast<uint64_t>(p.levels()) + 4ull * static_cast<uint64_t>(t.rows() * L.ngroups) +
-           2 * kAllocSlack;
+    return 4ull * static_cast<uint64_t>(p.levels()) + 4ull * static_cast<uint64_t>(t.rows() * L.ngroups) + 16 +
+           3 * kAllocSlack;  // float levels, float scales, the 16 byte levels
   }
 
  private:
   quant::NuView v_;
   std::pmr::vector<float> levels_, scales_;
+  std::pmr::vector<uint8_t> levels_u8_;
   kernels::NuMatrixView m_;
+  kernels::NuQ8MatrixView q8_;
+  bool q8_fits_ = false;  // the levels survive 8 bits (kernels::table_fits_8_bits)
 };
 
 class Vq4Linear final : public Linear {
@@ -86,11 +106,12 @@ class Vq4Linear final : public Linear {
         planes_(static_cast<size_t>(4) << v_.bits, load.arena) {
     m_ = {v_.rows, v_.cols, v_.group, v_.ngroups, v_.row_words, v_.bits, codebook_.data(), scales_.data(), v_.codes};
     q8_ = {m_, planes_.data(), kernels::vq4_codebook_planes(codebook_.data(), v_.bits, planes_.data())};
+    q8_fits_ = kernels::table_fits_8_bits(codebook_.data(), static_cast<int64_t>(codebook_.size()));
   }
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
-    if (kernels::vq4_q8_usable(m_)) {
-      // Integer dot products on 8-bit activations (kernels/vq4_q8.h): one token at a time up to
+    if (q8_fits_ && kernels::vq4_q8_usable(m_)) {
+      // Integer dot products on 8-bit activations (kernels/table_q8.h): one token at a time up to
       // a few tokens, a prompt's batch in tiles of 32 tokens. The buffers are this thread's (a
       // lambda naming a thread_local would get each OpenMP worker's own instead).
       if (n < kQ8GemmMinTokens) {
@@ -136,6 +157,7 @@ class Vq4Linear final : public Linear {
   std::pmr::vector<uint8_t> planes_;
   kernels::Vq4MatrixView m_;
   kernels::Vq4Q8MatrixView q8_;
+  bool q8_fits_ = false;  // the codebook survives 8 bits (kernels::table_fits_8_bits)
 };
 
 template <class T>

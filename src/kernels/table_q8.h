@@ -1,5 +1,4 @@
-// VQ4 decode with integer dot products (one token at a time): the codebook and the activations
-// in 8 bits, the products summed exactly in int32 by AVX-512 VNNI, the codebook lookups done in
+// VQ4 (and NU, at the end) with integer dot products: the codebook and the activations in 8 bits, the products summed exactly in int32 by AVX-512 VNNI, the codebook lookups done in
 // registers by AVX-512 VBMI byte permutes. The float kernels (packed.h) stay the path for
 // prompts, for other CPUs and for shapes this one does not take.
 //
@@ -68,6 +67,12 @@ struct Vq4Q8MatrixView {
   float cs = 0;                     // codebook scale
 };
 
+// Whether rounding the table `v` (n values) to a grid of 8 bits with one scale keeps its typical
+// value: half a grid step (max |v| / 254) at most 3 % of the median |v|. A table with a few
+// entries far out (a level kept for outliers) would lose its small entries; the Linears then keep
+// the float kernels. Learned tables of real models pass (bookworm-27m: every VQ4 and NU tensor).
+bool table_fits_8_bits(const float* v, int64_t n);
+
 // planes: 4 << bits bytes. Returns the codebook scale cs.
 float vq4_codebook_planes(const float* codebook, int bits, uint8_t* planes);
 
@@ -84,5 +89,29 @@ void vq4_gemm_q8_reference(const Vq4Q8MatrixView& m, const Vq4Q8Tokens& x, int64
                            int64_t ldy);
 // The same numbers in plain loops, the float part in double (any CPU, any bits 4..10).
 void vq4_gemv_q8_reference(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1, float* y);
+
+// ---- NU, one token at a time: the same scheme with the levels in 8 bits (cq = round(level *
+// 127 / max |level|) + 128), activations in natural column order, one scale per block of 128
+// columns:  y_r = cs * sum_b s_{r, g(b)} * d_b * (bias_b + sum_{c in b} cq[idx_r(c)] * xq[c]).
+struct Q8Blocks {
+  int64_t cols = 0;
+  std::vector<int8_t> xq;     // [cols]
+  std::vector<float> d;       // [cols / 128]
+  std::vector<int32_t> bias;  // [cols / 128][16]: -128 * the block's sum of xq in lane 0, zeros
+};
+// cols must be a multiple of 128.
+void quantize_blocks128(const float* x, int64_t cols, Q8Blocks& out);
+
+struct NuQ8MatrixView {
+  NuMatrixView w;
+  const uint8_t* levels = nullptr;  // [16]: cq[k] for k < 2^bits, then 128
+  float cs = 0;
+};
+// out16: 16 bytes. Returns the levels' scale cs.
+float nu_levels_u8(const float* levels, int bits, uint8_t* out16);
+// The CPU and target conditions of vq4_q8_usable; 2 to 4 bits, columns and groups multiples of 128.
+bool nu_q8_usable(const NuMatrixView& w);
+void nu_gemv_q8(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y);
+void nu_gemv_q8_reference(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y);
 
 }  // namespace lsb::kernels

@@ -1,6 +1,7 @@
-// VQ4 decode with 8-bit codebook and activations (vq4_q8.h). The AVX-512 kernel is compiled with
-// a target attribute for the one instruction set it needs (VNNI + VBMI) and chosen at run time.
-#include "kernels/vq4_q8.h"
+// VQ4 and NU with 8-bit tables and activations (table_q8.h). The AVX-512 kernels are compiled
+// with a target attribute for the one instruction set they need (VNNI + VBMI) and chosen at run
+// time.
+#include "kernels/table_q8.h"
 
 #include <algorithm>
 #include <cmath>
@@ -98,6 +99,43 @@ void vq4_quantize_tokens(const float* x, int64_t n, int64_t cols, Vq4Q8Tokens& o
     for (int64_t q = 0; q < quads; ++q)
       for (int64_t lane = 0; lane < 32; ++lane) std::memcpy(dst + q * 128 + lane * 4, rows.data() + lane * cols + 4 * q, 4);
   }
+}
+
+void quantize_blocks128(const float* x, int64_t cols, Q8Blocks& out) {
+  const int64_t blocks = cols / 128;
+  out.cols = cols;
+  out.xq.resize(static_cast<size_t>(cols));
+  out.d.resize(static_cast<size_t>(blocks));
+  out.bias.assign(static_cast<size_t>(blocks * 16), 0);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* xb = x + 128 * b;
+    float amax = 0;
+    for (int i = 0; i < 128; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float id = amax > 0 ? 127.0f / amax : 0.0f;
+    int32_t sum = 0;
+    for (int i = 0; i < 128; ++i) sum += out.xq[static_cast<size_t>(128 * b + i)] = round_to_int8(xb[i] * id);
+    out.d[static_cast<size_t>(b)] = amax / 127.0f;
+    out.bias[static_cast<size_t>(16 * b)] = -128 * sum;
+  }
+}
+
+bool table_fits_8_bits(const float* v, int64_t n) {
+  if (n <= 0) return false;
+  std::vector<float> a(v, v + n);
+  for (float& x : a) x = std::fabs(x);
+  std::nth_element(a.begin(), a.begin() + n / 2, a.end());
+  const float median = a[static_cast<size_t>(n / 2)];
+  const float amax = *std::max_element(a.begin(), a.end());
+  return median > 0 && amax / 254.0f <= 0.03f * median;  // half a step of the grid
+}
+
+float nu_levels_u8(const float* levels, int bits, uint8_t* out16) {
+  const int L = 1 << bits;
+  float amax = 0;
+  for (int k = 0; k < L; ++k) amax = std::max(amax, std::fabs(levels[k]));
+  const float id = amax > 0 ? 127.0f / amax : 0.0f;
+  for (int k = 0; k < 16; ++k) out16[k] = static_cast<uint8_t>((k < L ? round_to_int8(levels[k] * id) : 0) + 128);
+  return amax / 127.0f;
 }
 
 float vq4_codebook_planes(const float* codebook, int bits, uint8_t* planes) {
@@ -262,7 +300,7 @@ LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activatio
   }
 }
 
-// Rows r .. r + RT - 1 in panel order (vq4_q8.h): per chunk, the first 32 entries of the four
+// Rows r .. r + RT - 1 in panel order (table_q8.h): per chunk, the first 32 entries of the four
 // planes, then the last 32.
 template <int B>
 LSB_AVX512_VNNI_VBMI void decode_panel_rows(const Vq4MatrixView& w, const Lookup<B>& lk, int64_t r, int rows,
@@ -344,6 +382,34 @@ LSB_AVX512_VNNI_VBMI void gemm_q8(const Vq4Q8MatrixView& m, const Vq4Q8Tokens& x
     for (int64_t tile = 0; tile < tiles; ++tile) gemm_tile<1>(m, x, panel.data(), r, tile, y, ldy);
   }
 }
+
+// NU, one token: per 64 columns the index bytes from the bit planes (one masked add per plane),
+// the levels by an in-lane byte shuffle (16 entries at most), VNNI with the activations in
+// natural order; per block of 128 columns the row's group scale times the block's scale.
+template <int BITS>
+LSB_AVX512_VNNI_VBMI void nu_gemv_q8_avx512(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1,
+                                            float* y) {
+  const NuMatrixView& w = m.w;
+  const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m.levels)));
+  const int64_t blocks = w.cols / 128, stride = w.bits * w.words;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint64_t* p = w.planes + r * stride;
+    const float* sc = w.scales + r * w.ngroups;
+    __m512 yf = _mm512_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m512i acc = _mm512_loadu_si512(x.bias.data() + 16 * b);
+      for (int64_t h = 0; h < 2; ++h) {
+        const int64_t word = 2 * b + h;
+        __m512i idx = _mm512_maskz_mov_epi8(_cvtu64_mask64(p[word]), _mm512_set1_epi8(1));
+        for (int k = 1; k < BITS; ++k)
+          idx = _mm512_mask_add_epi8(idx, _cvtu64_mask64(p[k * w.words + word]), idx, _mm512_set1_epi8(static_cast<char>(1 << k)));
+        dpbusd(acc, _mm512_shuffle_epi8(tab, idx), _mm512_loadu_si512(x.xq.data() + 128 * b + 64 * h));
+      }
+      yf = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(sc[128 * b / w.group] * x.d[static_cast<size_t>(b)]), yf);
+    }
+    y[r - r0] = m.cs * _mm512_reduce_add_ps(yf);
+  }
+}
 #endif
 
 }  // namespace
@@ -352,6 +418,42 @@ bool vq4_q8_usable(const Vq4MatrixView& w) {
   static const bool cpu = cpu_has_vnni_vbmi();
   if (!cpu || w.bits < 4 || w.bits > 9 || w.cols % kVq4Q8Chunk != 0 || w.group % kVq4Q8Block != 0) return false;
   return packed_target_is_avx512();
+}
+
+bool nu_q8_usable(const NuMatrixView& w) {
+  static const bool cpu = cpu_has_vnni_vbmi();
+  if (!cpu || w.bits < 2 || w.bits > 4 || w.cols % 128 != 0 || w.group % 128 != 0) return false;
+  return packed_target_is_avx512();
+}
+
+void nu_gemv_q8(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y) {
+#ifdef LSB_VQ4_Q8_X86
+  switch (m.w.bits) {
+    case 2: return nu_gemv_q8_avx512<2>(m, x, r0, r1, y);
+    case 3: return nu_gemv_q8_avx512<3>(m, x, r0, r1, y);
+    case 4: return nu_gemv_q8_avx512<4>(m, x, r0, r1, y);
+    default: break;
+  }
+#endif
+  nu_gemv_q8_reference(m, x, r0, r1, y);
+}
+
+void nu_gemv_q8_reference(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y) {
+  const NuMatrixView& w = m.w;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint64_t* p = w.planes + r * w.bits * w.words;
+    double sum = 0;
+    for (int64_t b = 0; b < w.cols / 128; ++b) {
+      int32_t acc = x.bias[static_cast<size_t>(16 * b)];
+      for (int64_t c = 128 * b; c < 128 * (b + 1); ++c) {
+        int k = 0;
+        for (int bit = 0; bit < w.bits; ++bit) k |= static_cast<int>((p[bit * w.words + c / 64] >> (c % 64)) & 1u) << bit;
+        acc += static_cast<int32_t>(m.levels[k]) * x.xq[static_cast<size_t>(c)];
+      }
+      sum += static_cast<double>(acc) * w.scales[r * w.ngroups + 128 * b / w.group] * x.d[static_cast<size_t>(b)];
+    }
+    y[r - r0] = static_cast<float>(m.cs * sum);
+  }
 }
 
 void vq4_gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1, float* y) {
