@@ -23,11 +23,17 @@ bool Job::wait(std::chrono::milliseconds timeout, std::string& out) {
 
 void Job::push(const std::string& text) {
   if (text.empty()) return;
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(m_);
     pending_ += text;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_wake_ >= kWakeEvery) {
+      last_wake_ = now;
+      wake = true;
+    }
   }
-  cv_.notify_all();
+  if (wake) cv_.notify_all();
 }
 
 void Job::finish(JobResult r) {
