@@ -64,9 +64,12 @@ void vq4_quantize_tokens(const float* x, int64_t n, int64_t cols, Vq4Q8Tokens& o
   out.d.assign(static_cast<size_t>(blocks * out.n_pad), 0.0f);
   out.bias.assign(static_cast<size_t>(blocks * out.n_pad), 0);
   // Per tile of 32 tokens: each token's row in panel order (contiguous), then a transpose of
-  // 4-byte quads into [quad][token]. Padding tokens are zeros.
-  std::vector<int8_t> rows(static_cast<size_t>(32 * cols));
+  // 4-byte quads into [quad][token]. Padding tokens are zeros. Tiles are independent: the team
+  // shares them (serial, this was an eighth of a 512-token prompt at 1 thread).
+#pragma omp parallel for schedule(static)
   for (int64_t tile = 0; tile < out.n_pad / 32; ++tile) {
+    thread_local std::vector<int8_t> rows;
+    rows.resize(static_cast<size_t>(32 * cols));
     std::fill(rows.begin(), rows.end(), int8_t{0});
     for (int64_t lane = 0; lane < 32 && tile * 32 + lane < n; ++lane) {
       const int64_t t = tile * 32 + lane;
