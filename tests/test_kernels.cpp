@@ -404,6 +404,36 @@ TEST(KernelVq4Q8, MatchesItsReferenceAndTheFloatProduct) {
   if (runs == 0) GTEST_SKIP() << "this CPU has no AVX-512 VNNI + VBMI: only the reference was checked";
 }
 
+// A prompt's activations as the header specifies them, whichever code quantized them: per token
+// and block of 128 columns, round(x * 127 / max |x|) with halves away from zero, at
+// panel_position, d = max / 127, bias = -128 * sum; exact halves, zeros and a tail tile included.
+TEST(KernelVq4Q8, TokensAreQuantizedAsSpecified) {
+  constexpr int64_t kN = 37, kCols = 512;
+  std::vector<float> x = random_x(kN, kCols, 23);
+  for (int64_t c = 0; c < 128; ++c) x[c] = 0.0f;                           // token 0, block 0: zeros
+  for (int64_t c = 0; c < kCols; c += 7) x[kCols + c] = 127.0f * ((c % 3) - 1) + 0.5f;  // halves
+  kernels::Vq4Q8Tokens q;
+  kernels::vq4_quantize_tokens(x.data(), kN, kCols, q);
+  ASSERT_EQ(q.n_pad, 64);
+  for (int64_t t = 0; t < kN; ++t)
+    for (int64_t b = 0; b < kCols / 128; ++b) {
+      float amax = 0;
+      for (int64_t c = 128 * b; c < 128 * (b + 1); ++c) amax = std::max(amax, std::fabs(x[t * kCols + c]));
+      const float id = amax > 0 ? 127.0f / amax : 0.0f;
+      int32_t sum = 0;
+      for (int64_t c = 128 * b; c < 128 * (b + 1); ++c) {
+        const float r = std::clamp(x[t * kCols + c] * id, -127.0f, 127.0f);
+        const int want = static_cast<int>(r + std::copysign(0.5f, r));
+        const int64_t p = kernels::panel_position(c);
+        const int got = q.xq[static_cast<size_t>(((t / 32) * (kCols / 4) + p / 4) * 128 + (t % 32) * 4 + p % 4)];
+        ASSERT_EQ(got, want) << "t=" << t << " col=" << c;
+        sum += want;
+      }
+      EXPECT_EQ(q.d[static_cast<size_t>(b * q.n_pad + t)], amax / 127.0f);
+      EXPECT_EQ(q.bias[static_cast<size_t>(b * q.n_pad + t)], -128 * sum);
+    }
+}
+
 // The prompt kernel (tiles of 4 rows x 32 tokens, panel order) against its specification, and
 // the specification against the float product: token counts below, at and past a tile, row
 // ranges that leave a tail of fewer than 4 rows.
@@ -581,9 +611,9 @@ TEST(KernelLinear, CorruptBlobIsRejected) {
 
 // SignLinear converts f16 scales and outlier values in bulk with the SIMD converter; the scalar
 // f16_to_f32 is the specification. Every finite f16 bit pattern (subnormals included), every target.
-// Attention's helpers on every target against plain double loops: the softmax of a scaled
-// prefix (lengths around the vector widths, large and negative scores) and the weighted sum of
-// strided rows (decode's S · V).
+// The forward pass's helpers on every target against plain double loops: the softmax of a
+// scaled prefix (lengths around the vector widths, large and negative scores), SwiGLU's
+// silu(gate) * up, and the weighted sum of strided rows (decode's S · V).
 TEST(KernelSimd, AttentionHelpersMatchScalarOnEveryTarget) {
   TargetGuard guard;
   std::mt19937 rng(3);
@@ -602,6 +632,16 @@ TEST(KernelSimd, AttentionHelpersMatchScalarOnEveryTarget) {
       kernels::softmax_scaled(row.data(), len, scale);
       for (size_t j = 0; j < row.size(); ++j)
         ASSERT_NEAR(row[j], want[j] / sum, 2e-6 * want[j] / sum + 1e-12) << hwy::TargetName(target) << " len=" << len;
+      {
+        std::vector<float> g(static_cast<size_t>(len)), u(g.size());
+        for (size_t j = 0; j < g.size(); ++j) g[j] = nd(rng) * 3.0f, u[j] = nd(rng);
+        std::vector<float> out = g;
+        kernels::silu_mul(out.data(), u.data(), len);
+        for (size_t j = 0; j < g.size(); ++j) {
+          const double want = g[j] / (1.0 + std::exp(-static_cast<double>(g[j]))) * u[j];
+          ASSERT_NEAR(out[j], want, 2e-6 * std::fabs(want) + 1e-12) << hwy::TargetName(target) << " len=" << len;
+        }
+      }
       for (int64_t width : {1, 20, 64}) {
         const int64_t ld = width + 7;
         std::vector<float> rows(static_cast<size_t>(len * ld)), out(static_cast<size_t>(width), NAN);

@@ -470,6 +470,7 @@ TEST_F(ServeHttp, GreedyCompletionIsTheModelsOwnAndStreamsTheSameText) {
   EXPECT_EQ(events.back(), "[DONE]");
   std::string text, finish;
   std::set<std::string> ids;
+  int pieces = 0;
   for (size_t i = 0; i + 1 < events.size(); ++i) {
     const json e = json::parse(events[i]);
     ids.insert(e["id"].get<std::string>());
@@ -478,13 +479,16 @@ TEST_F(ServeHttp, GreedyCompletionIsTheModelsOwnAndStreamsTheSameText) {
       EXPECT_EQ(e["usage"]["completion_tokens"], 20);
       continue;
     }
+    pieces += !e["choices"][0]["text"].get<std::string>().empty();
     text += e["choices"][0]["text"].get<std::string>();
     if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
   }
   EXPECT_EQ(text, want);
   EXPECT_EQ(finish, "length");
   EXPECT_EQ(ids.size(), 1u);
-  EXPECT_GE(events.size(), 10u) << "the text should come in pieces, token by token";
+  // Text is handed to the client as it comes, at most every 10 ms (Job::kWakeEvery): the first
+  // token at once, the rest in a few pieces, however fast the model.
+  EXPECT_GE(pieces, 2) << "the text should come in pieces as it is generated";
 
   // A stop string cuts the answer before it.
   const size_t cut = want.find(' ', want.size() / 2);

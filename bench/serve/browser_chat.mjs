@@ -65,7 +65,9 @@ try {
   console.log(`      answer: ${JSON.stringify(shown)}\n      meta: ${meta}`);
   check((await page.$eval(".msg.user", (e) => e.textContent)) === question, "the typed message is shown as the user's");
   check(shown === want, "the answer shown equals the same greedy request made directly", `page   ${JSON.stringify(shown)}\n      direct ${JSON.stringify(want)}`);
-  check(growing.length >= 10 && growing.every((u, i) => i === 0 || u.text.startsWith(growing[i - 1].text)),
+  // The server hands text out at most every 10 ms (Job::kWakeEvery): 48 tokens in ~200 ms come
+  // in about a dozen pieces; 5 is the floor asked here.
+  check(growing.length >= 5 && growing.every((u, i) => i === 0 || u.text.startsWith(growing[i - 1].text)),
     `the answer appeared in ${growing.length} growing pieces before the last, over ${
       growing.length ? (updates[updates.length - 1].t - growing[0].t).toFixed(0) : 0} ms`);
   check(/\d+ \+ \d+ tokens/.test(meta), "usage shown under the answer");

@@ -234,6 +234,22 @@ void WeightedRowSum(const float* HWY_RESTRICT rows, int64_t ld, int64_t n, const
   }
 }
 
+void SiluMul(float* HWY_RESTRICT g, const float* HWY_RESTRICT u, int64_t len) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const auto one = hn::Set(df, 1.0f);
+  int64_t i = 0;
+  for (; i + N <= len; i += N) {
+    const auto v = hn::LoadU(df, g + i);
+    const auto sig = hn::Div(v, hn::Add(one, hn::Exp(df, hn::Neg(v))));
+    hn::StoreU(hn::Mul(sig, hn::LoadU(df, u + i)), df, g + i);
+  }
+  for (; i < len; ++i) {
+    const float v = g[i];
+    g[i] = v / (1.0f + hn::GetLane(hn::Exp(df, hn::Set(df, -v)))) * u[i];
+  }
+}
+
 void SoftmaxScaled(float* HWY_RESTRICT row, int64_t len, float scale) {
   const hn::ScalableTag<float> df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
@@ -279,6 +295,7 @@ HWY_EXPORT(DenseRowsToF32);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(SoftmaxScaled);
 HWY_EXPORT(WeightedRowSum);
+HWY_EXPORT(SiluMul);
 
 static void require_dense(DType t) {
   if (!dtype_is_dense(t)) throw Error(fmt::format("dense kernel called on non-dense dtype {}", dtype_name(t)));
@@ -303,6 +320,8 @@ void rows_to_f32(DType t, const void* w, int64_t cols, int64_t r0, int64_t r1, f
 const char* simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 
 void softmax_scaled(float* row, int64_t len, float scale) { HWY_DYNAMIC_DISPATCH(SoftmaxScaled)(row, len, scale); }
+
+void silu_mul(float* g, const float* u, int64_t len) { HWY_DYNAMIC_DISPATCH(SiluMul)(g, u, len); }
 
 void weighted_row_sum(const float* rows, int64_t ld, int64_t n, const float* p, int64_t len, float* out) {
   HWY_DYNAMIC_DISPATCH(WeightedRowSum)(rows, ld, n, p, len, out);

@@ -22,6 +22,9 @@ void rows_to_f32(DType t, const void* w, int64_t cols, int64_t r0, int64_t r1, f
 // vector exp, within a few ulp of std::exp).
 void softmax_scaled(float* row, int64_t len, float scale);
 
+// g[i] = g[i] / (1 + exp(-g[i])) * u[i] for i < len (SwiGLU: silu(gate) * up; Highway's exp).
+void silu_mul(float* g, const float* u, int64_t len);
+
 // out[i] = sum_j p[j] * rows[j * ld + i] for i < len, j < n (attention's S · V for one token).
 void weighted_row_sum(const float* rows, int64_t ld, int64_t n, const float* p, int64_t len, float* out);
 

@@ -50,6 +50,11 @@ void vq4_quantize_activations(const float* x, int64_t cols, Vq4Q8Activations& ou
   }
 }
 
+namespace {
+bool cpu_has_vnni_vbmi();
+int32_t quantize_block128_avx512(const float* x, int8_t* panel, float& amax);
+}  // namespace
+
 int64_t panel_position(int64_t col) {
   const int64_t c = col / kVq4Q8Chunk, in = col % kVq4Q8Chunk, j = in / 4, t = in % 4;
   return c * kVq4Q8Chunk + (j / 32) * 128 + t * 32 + j % 32;
@@ -57,6 +62,7 @@ int64_t panel_position(int64_t col) {
 
 void vq4_quantize_tokens(const float* x, int64_t n, int64_t cols, Vq4Q8Tokens& out) {
   const int64_t quads = cols / 4, blocks = cols / kVq4Q8TokBlock;
+  static const bool avx512 = cpu_has_vnni_vbmi();
   out.n = n;
   out.n_pad = (n + 31) / 32 * 32;
   out.cols = cols;
@@ -81,18 +87,22 @@ void vq4_quantize_tokens(const float* x, int64_t n, int64_t cols, Vq4Q8Tokens& o
       for (int64_t h = 0; h < cols / 128; ++h)
         for (int k0 = 0; k0 < 4; k0 += kPlanes) {
           const float* xh = xt + 128 * h;
-          float amax = 0;
-          for (int k = k0; k < k0 + kPlanes; ++k)
-            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xh[4 * j + k]));
-          const float id = amax > 0 ? 127.0f / amax : 0.0f;
           int8_t* o = row + 128 * h;
+          float amax = 0;
           int32_t sum = 0;
-          for (int k = k0; k < k0 + kPlanes; ++k)
-            for (int j = 0; j < 32; ++j) {
-              const int8_t v = round_to_int8(xh[4 * j + k] * id);
-              o[32 * k + j] = v;
-              sum += v;
-            }
+          if (kPlanes == 4 && avx512) {
+            sum = quantize_block128_avx512(xh, o, amax);
+          } else {
+            for (int k = k0; k < k0 + kPlanes; ++k)
+              for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xh[4 * j + k]));
+            const float id = amax > 0 ? 127.0f / amax : 0.0f;
+            for (int k = k0; k < k0 + kPlanes; ++k)
+              for (int j = 0; j < 32; ++j) {
+                const int8_t v = round_to_int8(xh[4 * j + k] * id);
+                o[32 * k + j] = v;
+                sum += v;
+              }
+          }
           const int64_t b = (128 * h) / kVq4Q8TokBlock + k0 / kPlanes;
           out.d[static_cast<size_t>(b * out.n_pad + t)] = amax / 127.0f;
           out.bias[static_cast<size_t>(b * out.n_pad + t)] = -128 * sum;
@@ -176,6 +186,39 @@ bool cpu_has_vnni_vbmi() {
 
 #ifdef LSB_VQ4_Q8_X86
 #define LSB_AVX512_VNNI_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")))
+
+// One block of 128 columns in panel order (column 4j + k at 32k + j), rounded exactly as
+// round_to_int8 does (clamp, add a signed half, truncate); returns the sum, sets max |x|.
+LSB_AVX512_VNNI_VBMI int32_t quantize_block128_avx512(const float* x, int8_t* panel, float& amax) {
+  __m512 v[8];
+  __m512 m = _mm512_setzero_ps();
+  for (int i = 0; i < 8; ++i) {
+    v[i] = _mm512_loadu_ps(x + 16 * i);
+    m = _mm512_max_ps(m, _mm512_abs_ps(v[i]));
+  }
+  amax = _mm512_reduce_max_ps(m);
+  const float id = amax > 0 ? 127.0f / amax : 0.0f;
+  const __m512 vid = _mm512_set1_ps(id), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  alignas(64) int8_t natural[128];
+  __m512i sum = _mm512_setzero_si512();
+  for (int i = 0; i < 8; ++i) {
+    const __m512 r = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v[i], vid), lo), hi);
+    const __m512 h = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(r), sign),
+                                                         _mm512_castps_si512(half)));
+    const __m512i q = _mm512_cvttps_epi32(_mm512_add_ps(r, h));
+    sum = _mm512_add_epi32(sum, q);
+    _mm_store_si128(reinterpret_cast<__m128i*>(natural + 16 * i), _mm512_cvtsepi32_epi8(q));
+  }
+  // panel[32k + j] = natural[4j + k]: two byte permutes over the 128 bytes.
+  alignas(64) uint8_t idx[128];
+  for (int p = 0; p < 128; ++p) idx[p] = static_cast<uint8_t>(4 * (p % 32) + p / 32);
+  const __m512i a = _mm512_load_si512(natural), b = _mm512_load_si512(natural + 64);
+  _mm512_storeu_si512(panel, _mm512_permutex2var_epi8(a, _mm512_load_si512(idx), b));
+  _mm512_storeu_si512(panel + 64, _mm512_permutex2var_epi8(a, _mm512_load_si512(idx + 64), b));
+  return _mm512_reduce_add_epi32(sum);
+}
 
 // acc += VNNI(a (unsigned bytes), b (signed bytes)), in place: GCC 12 copies every accumulator
 // of a tile through another register on each use of the intrinsic (16 extra moves per 8 products
@@ -413,6 +456,8 @@ LSB_AVX512_VNNI_VBMI void nu_gemv_q8_avx512(const NuQ8MatrixView& m, const Q8Blo
     y[r - r0] = m.cs * _mm512_reduce_add_ps(yf);
   }
 }
+#else
+int32_t quantize_block128_avx512(const float*, int8_t*, float&) { return 0; }  // never called
 #endif
 
 }  // namespace
