@@ -298,12 +298,13 @@ TEST(CompressFailures, InterruptedRunLeavesNothingAtTarget) {
     SCOPED_TRACE(sig);
     const fs::path d = lsbtest::temp_dir();
     const fs::path out = d / "out.lsb";
+    const std::string exe = lsbtest::lsb_exe();
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       ::freopen("/dev/null", "w", stdout);
       ::freopen("/dev/null", "w", stderr);
-      ::execl(LSB_EXE, LSB_EXE, "compress", bookworm().c_str(), "-o", out.c_str(), "-t", "1", "--scheme", "paper",
+      ::execl(exe.c_str(), exe.c_str(), "compress", bookworm().c_str(), "-o", out.c_str(), "-t", "1", "--scheme", "paper",
               static_cast<char*>(nullptr));
       ::_exit(127);
     }

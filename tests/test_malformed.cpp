@@ -227,7 +227,7 @@ constexpr long kBaseRssKb = 64 * 1024;
 Outcome run_cli(const std::string& args) {
   const fs::path d = lsbtest::temp_dir();
   const std::string rss = (d / "rss").string();
-  const std::string cmd = "timeout -s KILL 20 /usr/bin/time -f %M -o " + rss + " " + std::string(LSB_EXE) + " " + args +
+  const std::string cmd = "timeout -s KILL 20 /usr/bin/time -f %M -o " + rss + " " + lsbtest::lsb_exe() + " " + args +
                           " >" + (d / "out").string() + " 2>" + (d / "err").string() + " </dev/null";
   const auto t0 = std::chrono::steady_clock::now();
   const int st = std::system(cmd.c_str());

@@ -10,6 +10,12 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LSB_VQ4_Q8_X86 1
 #include <immintrin.h>
+// GCC 12 warns inside its own AVX-512 headers: the pass-through operand they make with
+// _mm512_undefined_*() is "used uninitialized" (a known false positive of those headers).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #endif
 
 namespace lsb::kernels {
