@@ -69,6 +69,12 @@ extern "C" void on_stop_signal(int sig) {
 }
 
 extern "C" void on_sigbus(int, siginfo_t* info, void*) {
+  // SIGBUS goes to the thread that touched the page: with several threads computing, several
+  // arrive at once. The first one reports and ends the process; the others wait for that.
+  static std::atomic<bool> reported{false};
+  static_assert(std::atomic<bool>::is_always_lock_free, "used from a signal handler");
+  if (reported.exchange(true))
+    for (;;) ::pause();
   say("lsb: error: a memory-mapped model file ended before the data being read (was it truncated while in use?)");
   if (info && info->si_code != BUS_ADRERR) say(" [SIGBUS]");
   say("\n");
