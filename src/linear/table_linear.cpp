@@ -25,6 +25,20 @@ std::pmr::vector<float> to_float(const uint16_t* f16, int64_t n, std::pmr::memor
   return v;
 }
 
+// Tokens one at a time through an integer kernel: quantize(x_t, act) once per token, then
+// gemv(act, r0, r1, y_t + r0) over blocks of rows. The activations are this thread's: a lambda
+// naming a thread_local would get each OpenMP worker's own, so the workers see it by reference.
+template <class Act, class Quantize, class Gemv>
+void q8_tokens_one_at_a_time(const float* x, int64_t n, int64_t rows, int64_t cols, float* y, Quantize&& quantize,
+                             Gemv&& gemv) {
+  thread_local Act tls;
+  Act& act = tls;
+  for (int64_t t = 0; t < n; ++t) {
+    quantize(x + t * cols, cols, act);
+    detail::for_row_blocks(rows, 1, [&](int64_t, int64_t, int64_t r0, int64_t r1) { gemv(act, r0, r1, y + t * rows + r0); });
+  }
+}
+
 // fn(r0, r1) for blocks of rows across the OpenMP team; each block sees every token.
 template <class Fn>
 void batch_row_blocks(int64_t rows, Fn&& fn) {
@@ -53,18 +67,11 @@ class NuLinear final : public Linear {
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
     if (n < kQ8GemmMinTokens && q8_fits_ && kernels::nu_q8_usable(m_)) {
-      // Decoding: integer dot products on 8-bit activations (kernels/table_q8.h), one token at a
-      // time; prompts keep the float panels. (A lambda naming a thread_local would get each
-      // OpenMP worker's own: the workers see this thread's through a reference.)
-      thread_local kernels::Q8Blocks tls;
-      kernels::Q8Blocks& xq = tls;
-      for (int64_t t = 0; t < n; ++t) {
-        kernels::quantize_blocks128(x + t * C, C, xq);
-        detail::for_row_blocks(R, 1, [&](int64_t, int64_t, int64_t r0, int64_t r1) {
-          kernels::nu_gemv_q8(q8_, xq, r0, r1, y + t * R + r0);
-        });
-      }
-      return;
+      // Decoding: integer dot products on 8-bit activations (kernels/table_q8.h); prompts keep
+      // the float panels.
+      return q8_tokens_one_at_a_time<kernels::Q8Blocks>(
+          x, n, R, C, y, kernels::quantize_blocks128,
+          [&](const kernels::Q8Blocks& a, int64_t r0, int64_t r1, float* out) { kernels::nu_gemv_q8(q8_, a, r0, r1, out); });
     }
     if (n == 1) {
       detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
@@ -112,19 +119,14 @@ class Vq4Linear final : public Linear {
     const int64_t R = rows(), C = cols();
     if (q8_fits_ && kernels::vq4_q8_usable(m_)) {
       // Integer dot products on 8-bit activations (kernels/table_q8.h): one token at a time up to
-      // a few tokens, a prompt's batch in tiles of 32 tokens. The buffers are this thread's (a
-      // lambda naming a thread_local would get each OpenMP worker's own instead).
-      if (n < kQ8GemmMinTokens) {
-        thread_local kernels::Vq4Q8Activations tls;
-        kernels::Vq4Q8Activations& xq = tls;
-        for (int64_t t = 0; t < n; ++t) {
-          kernels::vq4_quantize_activations(x + t * C, C, xq);
-          detail::for_row_blocks(R, 1, [&](int64_t, int64_t, int64_t r0, int64_t r1) {
-            kernels::vq4_gemv_q8(q8_, xq, r0, r1, y + t * R + r0);
-          });
-        }
-        return;
-      }
+      // a few tokens, a prompt's batch in tiles of 32 tokens (the buffer is this thread's, seen
+      // by the workers through a reference).
+      if (n < kQ8GemmMinTokens)
+        return q8_tokens_one_at_a_time<kernels::Vq4Q8Activations>(
+            x, n, R, C, y, kernels::vq4_quantize_activations,
+            [&](const kernels::Vq4Q8Activations& a, int64_t r0, int64_t r1, float* out) {
+              kernels::vq4_gemv_q8(q8_, a, r0, r1, out);
+            });
       thread_local kernels::Vq4Q8Tokens tls;
       kernels::Vq4Q8Tokens& xq = tls;
       kernels::vq4_quantize_tokens(x, n, C, xq);
