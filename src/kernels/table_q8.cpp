@@ -236,14 +236,17 @@ LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline void dpbusd(__m512i& 
 // The entries of one chunk of 64 indices, byte t of each in plane t: the indices as bytes
 // (bits above `B` may hold the next index's bits: every lookup ignores them or has its table
 // repeated over them), then one byte permute per plane and 64 entries (two and a blend on bit 7
-// at 8 bits; at 9 bits four, read from L1, and blends on bits 7 and 8).
+// at 8 bits). At 9 bits the four planes' tables would fill all 32 registers: there the callers
+// run two planes at a time (gemv_q8_9, decode_panel_rows<9>) with unpack9 and plane9, four
+// permutes and blends on bits 7 and 8.
 template <int B>
 struct Lookup {
   static constexpr int64_t E = int64_t{1} << B;
-  static constexpr int NT = B <= 6 ? 1 : B == 7 ? 2 : 4;  // 64-byte vectors per plane kept in registers
+  static constexpr int NT = B <= 6 ? 1 : B == 7 ? 2 : 4;  // 64-byte vectors per plane kept in registers (B < 9)
   const uint8_t* planes;
   __m512i tab[4][NT];
   __m512i P, S;
+  __m512i P2, S2, H, H2;  // 9 bits only (unpack9)
   __mmask64 load_mask;
 
   LSB_AVX512_VNNI_VBMI explicit Lookup(const uint8_t* pl) : planes(pl) {
@@ -258,17 +261,27 @@ struct Lookup {
       }
     }
     // Unpacking 64 fields of B < 8 bits: qword q gets the B bytes holding indices 8q..8q+7, then
-    // byte k of it the 8 bits from bit k*B on. At 9 bits: word i of 32 gets bytes 9i/8 and
-    // 9i/8 + 1, then a shift right by 9i % 8.
+    // byte k of it the 8 bits from bit k*B on (vpmultishiftqb). At 9 bits, 8 indices take 9
+    // bytes: qword q gets bytes 9q..9q+7 (indices 8q..8q+6 whole) and a second qword bytes
+    // 9q+1..9q+8 (index 8q+7); each index's low byte and, in a second multishift, the 8 bits
+    // ending at its bit 8 (bit 8 then the sign bit of a byte).
     alignas(64) uint8_t perm[64], shift[64];
-    alignas(64) uint16_t shift16[32];
     if constexpr (B == 9) {
-      for (int i = 0; i < 32; ++i) {
-        perm[2 * i] = static_cast<uint8_t>(9 * i / 8);
-        perm[2 * i + 1] = static_cast<uint8_t>(9 * i / 8 + 1);
-        shift16[i] = static_cast<uint16_t>(9 * i % 8);
-      }
-      std::memcpy(shift, shift16, sizeof shift);
+      alignas(64) uint8_t perm2[64], shift2[64], top[64], top2[64];
+      for (int q = 0; q < 8; ++q)
+        for (int k = 0; k < 8; ++k) {
+          const int i = 8 * q + k;
+          perm[i] = static_cast<uint8_t>(9 * q + k);
+          perm2[i] = static_cast<uint8_t>(9 * q + 1 + k);
+          shift[i] = static_cast<uint8_t>(k < 7 ? 9 * k : 0);
+          top[i] = static_cast<uint8_t>(k < 7 ? 9 * k + 1 : 0);
+          shift2[i] = static_cast<uint8_t>(k == 7 ? 55 : 0);  // bits 63..70 of the 9 bytes
+          top2[i] = static_cast<uint8_t>(k == 7 ? 56 : 0);    // bits 64..71
+        }
+      P2 = _mm512_load_si512(perm2);
+      S2 = _mm512_load_si512(shift2);
+      H = _mm512_load_si512(top);
+      H2 = _mm512_load_si512(top2);
     } else {
       for (int q = 0; q < 8; ++q)
         for (int k = 0; k < 8; ++k) {
@@ -278,30 +291,37 @@ struct Lookup {
     }
     P = _mm512_load_si512(perm);
     S = _mm512_load_si512(shift);
-    load_mask = B == 9 ? (__mmask64{1} << 36) - 1 : B == 8 ? ~__mmask64{0} : (__mmask64{1} << (8 * B)) - 1;
+    load_mask = B >= 8 ? ~__mmask64{0} : (__mmask64{1} << (8 * B)) - 1;
+  }
+
+  // The 64 9-bit indices of the 72 bytes at `src`: their low bytes, and bit 8 of each.
+  LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline void unpack9(const uint8_t* src, __m512i& idx,
+                                                                         __mmask64& bit8) const {
+    constexpr __mmask64 kLast = 0x8080808080808080ull;  // index 8q + 7 of each qword
+    const __m512i lo = _mm512_loadu_si512(src);
+    const __m512i hi = _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 64)));
+    const __m512i q = _mm512_permutex2var_epi8(lo, P, hi), q2 = _mm512_permutex2var_epi8(lo, P2, hi);
+    idx = _mm512_mask_multishift_epi64_epi8(_mm512_multishift_epi64_epi8(S, q), kLast, S2, q2);
+    bit8 = _mm512_movepi8_mask(_mm512_mask_multishift_epi64_epi8(_mm512_multishift_epi64_epi8(H, q), kLast, H2, q2));
+  }
+
+  // Byte `t` of the entries of 64 indices at 9 bits, with the plane's 512 bytes in tab[0..7].
+  LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) static inline __m512i plane9(const __m512i* tab, __m512i idx,
+                                                                                  __mmask64 high, __mmask64 bit8) {
+    __m512i p[4];  // entries 128k .. 128k + 127
+    for (int k = 0; k < 4; ++k) p[k] = _mm512_permutex2var_epi8(tab[2 * k], idx, tab[2 * k + 1]);
+    return _mm512_mask_blend_epi8(bit8, _mm512_mask_blend_epi8(high, p[0], p[1]),
+                                  _mm512_mask_blend_epi8(high, p[2], p[3]));
   }
 
   // e[t] = byte t of the entries of indices 64c .. 64c + 63 of `row`.
   LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline void chunk(const uint8_t* row, int64_t c,
                                                                        __m512i e[4]) const {
     __m512i idx;
-    __mmask64 high = 0, bit8 = 0;
-    if constexpr (B == 9) {
-      // Two halves of 32 indices (36 bytes each) as 16-bit words: word i holds the 2 bytes from
-      // bit 9i on, shifted down and masked; then the low bytes, bit 7 and bit 8.
-      const __m512i M9 = _mm512_set1_epi16(0x1FF), B8 = _mm512_set1_epi16(0x100);
-      const __m512i w0 = _mm512_and_si512(
-          _mm512_srlv_epi16(_mm512_permutexvar_epi8(P, _mm512_maskz_loadu_epi8(load_mask, row + c * 72)), S), M9);
-      const __m512i w1 = _mm512_and_si512(
-          _mm512_srlv_epi16(_mm512_permutexvar_epi8(P, _mm512_maskz_loadu_epi8(load_mask, row + c * 72 + 36)), S), M9);
-      idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(w0)), _mm512_cvtepi16_epi8(w1), 1);
-      bit8 = _mm512_kunpackd(_mm512_test_epi16_mask(w1, B8), _mm512_test_epi16_mask(w0, B8));
-      high = _mm512_movepi8_mask(idx);
-    } else {
-      idx = _mm512_maskz_loadu_epi8(load_mask, row + c * 8 * B);
-      if constexpr (B != 8) idx = _mm512_multishift_epi64_epi8(S, _mm512_permutexvar_epi8(P, idx));
-      if constexpr (B == 8) high = _mm512_movepi8_mask(idx);
-    }
+    __mmask64 high = 0;
+    idx = _mm512_maskz_loadu_epi8(load_mask, row + c * 8 * B);
+    if constexpr (B != 8) idx = _mm512_multishift_epi64_epi8(S, _mm512_permutexvar_epi8(P, idx));
+    if constexpr (B == 8) high = _mm512_movepi8_mask(idx);
     for (int t = 0; t < 4; ++t) {
       if constexpr (B <= 6) {
         e[t] = _mm512_permutexvar_epi8(idx, tab[t][0]);
@@ -310,17 +330,23 @@ struct Lookup {
       } else if constexpr (B == 8) {
         e[t] = _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(tab[t][0], idx, tab[t][1]),
                                       _mm512_permutex2var_epi8(tab[t][2], idx, tab[t][3]));
-      } else {  // 512 entries: 8 vectors per plane, read from L1 (they would take every register)
-        const uint8_t* T = planes + t * E;
-        __m512i p[4];  // entries 128k .. 128k + 127
-        for (int k = 0; k < 4; ++k)
-          p[k] = _mm512_permutex2var_epi8(_mm512_loadu_si512(T + 128 * k), idx, _mm512_loadu_si512(T + 128 * k + 64));
-        e[t] = _mm512_mask_blend_epi8(bit8, _mm512_mask_blend_epi8(high, p[0], p[1]),
-                                      _mm512_mask_blend_epi8(high, p[2], p[3]));
+      } else {
+        static_assert(B <= 8, "9 bits: gemv_q8_9 and decode_panel_rows<9> run two planes at a time");
       }
     }
   }
 };
+
+// acc_f + chunk c's int32 lane sums times each lane's group scale and activation scale.
+LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline __m512 scale_chunk(const Vq4MatrixView& w,
+                                                                             const Vq4Q8Activations& x,
+                                                                             const float* sc, int64_t c,
+                                                                             __m512i acc, __m512 acc_f) {
+  __m512 s = _mm512_set1_ps(sc[c * kVq4Q8Chunk / w.group]);
+  if (w.group % kVq4Q8Chunk != 0)  // lanes 8..15 (the second block of 128) in the next group
+    s = _mm512_mask_blend_ps(0xFF00, s, _mm512_set1_ps(sc[(c * kVq4Q8Chunk + kVq4Q8Block) / w.group]));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(s, _mm512_loadu_ps(x.d.data() + c * 16)), acc_f);
+}
 
 // One token: per chunk, byte t of the 64 entries times the 64 activations of plane t (VNNI: 4
 // products summed into each dword lane), then per lane the group scale times the activation scale.
@@ -330,7 +356,6 @@ LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activatio
   const Vq4MatrixView& w = m.w;
   const Lookup<B> lk(m.planes);
   const int64_t chunks = w.cols / kVq4Q8Chunk;
-  const bool one_scale_per_chunk = w.group % kVq4Q8Chunk == 0;
   const int8_t* xq = x.xq.data();
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = reinterpret_cast<const uint8_t*>(w.codes + r * w.row_words);
@@ -342,13 +367,59 @@ LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activatio
       __m512i acc = _mm512_loadu_si512(x.bias.data() + c * 16);
       const int8_t* xc = xq + c * kVq4Q8Chunk;
       for (int t = 0; t < 4; ++t) dpbusd(acc, e[t], _mm512_loadu_si512(xc + 64 * t));
-      const int64_t g0 = c * kVq4Q8Chunk / w.group;
-      __m512 s = _mm512_set1_ps(sc[g0]);
-      if (!one_scale_per_chunk) s = _mm512_mask_blend_ps(0xFF00, s, _mm512_set1_ps(sc[(c * kVq4Q8Chunk + kVq4Q8Block) / w.group]));
-      const __m512 sd = _mm512_mul_ps(s, _mm512_loadu_ps(x.d.data() + c * 16));
-      acc_f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sd, acc_f);
+      acc_f = scale_chunk(w, x, sc, c, acc, acc_f);
     }
     y[r - r0] = m.cs * _mm512_reduce_add_ps(acc_f);
+  }
+}
+
+// One token at 9 bits. The four planes' tables (2 KB) would take every register, and reading
+// them from L1 for each chunk made the loads the bottleneck (3x the time of 8 bits). Instead a
+// block of rows is unpacked once into a buffer, then run twice, each time with two planes' tables
+// in registers; the int32 sums wait in a second buffer between the runs. The sums are the same
+// integers as gemv_q8<9>'s, so the results are the same.
+LSB_AVX512_VNNI_VBMI void gemv_q8_9(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1,
+                                    float* y) {
+  constexpr int64_t kPairs = 128;  // (row, chunk) pairs per block: 8 KB of indices, 8 KB of sums
+  const Vq4MatrixView& w = m.w;
+  const int64_t chunks = w.cols / kVq4Q8Chunk;
+  const Lookup<9> lk(m.planes);
+  const int64_t block_rows = std::max<int64_t>(1, kPairs / chunks);
+  thread_local std::vector<uint8_t> idx_buf, sum_buf;  // this thread's, 64 bytes per pair; one row at least
+  thread_local std::vector<__mmask64> bit8;
+  const auto pairs = static_cast<size_t>(block_rows * chunks);
+  if (bit8.size() < pairs) idx_buf.resize(64 * pairs), sum_buf.resize(64 * pairs), bit8.resize(pairs);
+  uint8_t* const idx = idx_buf.data();
+  uint8_t* const sums = sum_buf.data();
+  for (int64_t rb = r0; rb < r1; rb += block_rows) {
+    const int64_t n = std::min(block_rows, r1 - rb) * chunks;
+    for (int64_t i = 0; i < n; ++i) {
+      __m512i v;
+      lk.unpack9(reinterpret_cast<const uint8_t*>(w.codes + (rb + i / chunks) * w.row_words) + (i % chunks) * 72, v,
+                 bit8[i]);
+      _mm512_storeu_si512(idx + 64 * i, v);
+    }
+    for (int half = 0; half < 2; ++half) {
+      __m512i tab[2][8];  // planes 2 * half and 2 * half + 1
+      for (int t = 0; t < 2; ++t)
+        for (int k = 0; k < 8; ++k) tab[t][k] = _mm512_loadu_si512(m.planes + (2 * half + t) * 512 + 64 * k);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t c = i % chunks;
+        __m512i acc = _mm512_loadu_si512(half ? sums + 64 * i : reinterpret_cast<const uint8_t*>(x.bias.data() + c * 16));
+        const __m512i v = _mm512_loadu_si512(idx + 64 * i);
+        const __mmask64 high = _mm512_movepi8_mask(v);
+        for (int t = 0; t < 2; ++t)
+          dpbusd(acc, Lookup<9>::plane9(tab[t], v, high, bit8[i]),
+                 _mm512_loadu_si512(x.xq.data() + c * kVq4Q8Chunk + 64 * (2 * half + t)));
+        _mm512_storeu_si512(sums + 64 * i, acc);
+      }
+    }
+    for (int64_t r = rb; r < rb + n / chunks; ++r) {
+      __m512 acc_f = _mm512_setzero_ps();
+      for (int64_t c = 0; c < chunks; ++c)
+        acc_f = scale_chunk(w, x, w.scales + r * w.ngroups, c, _mm512_loadu_si512(sums + 64 * ((r - rb) * chunks + c)), acc_f);
+      y[r - r0] = m.cs * _mm512_reduce_add_ps(acc_f);
+    }
   }
 }
 
@@ -358,16 +429,40 @@ template <int B>
 LSB_AVX512_VNNI_VBMI void decode_panel_rows(const Vq4MatrixView& w, const Lookup<B>& lk, int64_t r, int rows,
                                             uint8_t* out) {
   const int64_t chunks = w.cols / kVq4Q8Chunk;
-  for (int i = 0; i < rows; ++i) {
-    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.codes + (r + i) * w.row_words);
-    uint8_t* o = out + i * w.cols;
-    for (int64_t c = 0; c < chunks; ++c) {
-      __m512i e[4];
-      lk.chunk(row, c, e);
-      _mm512_storeu_si512(o + c * 256, _mm512_shuffle_i64x2(e[0], e[1], 0x44));
-      _mm512_storeu_si512(o + c * 256 + 64, _mm512_shuffle_i64x2(e[2], e[3], 0x44));
-      _mm512_storeu_si512(o + c * 256 + 128, _mm512_shuffle_i64x2(e[0], e[1], 0xEE));
-      _mm512_storeu_si512(o + c * 256 + 192, _mm512_shuffle_i64x2(e[2], e[3], 0xEE));
+  if constexpr (B == 9) {
+    // As gemv_q8_9: two runs with two planes' tables in registers (planes 0 and 1 fill bytes
+    // 0..63 and 128..191 of each chunk's 256, planes 2 and 3 the others); the indices are
+    // unpacked in each run.
+    for (int half = 0; half < 2; ++half) {
+      __m512i tab[2][8];
+      for (int t = 0; t < 2; ++t)
+        for (int k = 0; k < 8; ++k) tab[t][k] = _mm512_loadu_si512(lk.planes + (2 * half + t) * 512 + 64 * k);
+      for (int i = 0; i < rows; ++i) {
+        const uint8_t* row = reinterpret_cast<const uint8_t*>(w.codes + (r + i) * w.row_words);
+        uint8_t* o = out + i * w.cols + 64 * half;
+        for (int64_t c = 0; c < chunks; ++c) {
+          __m512i idx;
+          __mmask64 bit8;
+          lk.unpack9(row + c * 72, idx, bit8);
+          const __mmask64 high = _mm512_movepi8_mask(idx);
+          const __m512i a = Lookup<9>::plane9(tab[0], idx, high, bit8), b = Lookup<9>::plane9(tab[1], idx, high, bit8);
+          _mm512_storeu_si512(o + c * 256, _mm512_shuffle_i64x2(a, b, 0x44));
+          _mm512_storeu_si512(o + c * 256 + 128, _mm512_shuffle_i64x2(a, b, 0xEE));
+        }
+      }
+    }
+  } else {
+    for (int i = 0; i < rows; ++i) {
+      const uint8_t* row = reinterpret_cast<const uint8_t*>(w.codes + (r + i) * w.row_words);
+      uint8_t* o = out + i * w.cols;
+      for (int64_t c = 0; c < chunks; ++c) {
+        __m512i e[4];
+        lk.chunk(row, c, e);
+        _mm512_storeu_si512(o + c * 256, _mm512_shuffle_i64x2(e[0], e[1], 0x44));
+        _mm512_storeu_si512(o + c * 256 + 64, _mm512_shuffle_i64x2(e[2], e[3], 0x44));
+        _mm512_storeu_si512(o + c * 256 + 128, _mm512_shuffle_i64x2(e[0], e[1], 0xEE));
+        _mm512_storeu_si512(o + c * 256 + 192, _mm512_shuffle_i64x2(e[2], e[3], 0xEE));
+      }
     }
   }
 }
@@ -518,7 +613,7 @@ void vq4_gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0
     case 6: return gemv_q8<6>(m, x, r0, r1, y);
     case 7: return gemv_q8<7>(m, x, r0, r1, y);
     case 8: return gemv_q8<8>(m, x, r0, r1, y);
-    case 9: return gemv_q8<9>(m, x, r0, r1, y);
+    case 9: return gemv_q8_9(m, x, r0, r1, y);
     default: break;
   }
 #endif
