@@ -118,7 +118,11 @@ RUN_TEE=(tee "$WORK/run.txt")
   sed 's/^/peer: /' "$LLAMA_BUILD/../PEER_VERSION.txt" 2>/dev/null || echo "peer: $LLAMA_BUILD"
   echo "model: $MODEL${SYNTH:+ (SYNTHETIC, random weights)}"
   echo "threads: ${THREAD_LIST[*]} (speed), $KLD_THREADS (KLD); reps: $REPS"
-  [[ ${REUSE:-0} == 1 ]] && echo "REUSE=1: finished KLD results and .lsb files already in $WORK are kept (their times: ls -l $WORK/kld)"
+  # (an `if`: a false `[[ ]] && echo` as the group's last command failed the pipeline, and set -e
+  # ended every run without REUSE=1 here)
+  if [[ ${REUSE:-0} == 1 ]]; then
+    echo "REUSE=1: finished KLD results and .lsb files already in $WORK are kept (their times: ls -l $WORK/kld)"
+  fi
 } | "${RUN_TEE[@]}"
 
 # ---- 1. KLD against the original, each tool measured its own way on the same text ----------

@@ -138,16 +138,6 @@ void quantize_blocks128(const float* x, int64_t cols, Q8Blocks& out) {
   }
 }
 
-bool table_fits_8_bits(const float* v, int64_t n) {
-  if (n <= 0) return false;
-  std::vector<float> a(v, v + n);
-  for (float& x : a) x = std::fabs(x);
-  std::nth_element(a.begin(), a.begin() + n / 2, a.end());
-  const float median = a[static_cast<size_t>(n / 2)];
-  const float amax = *std::max_element(a.begin(), a.end());
-  return median > 0 && amax / 254.0f <= 0.03f * median;  // half a step of the grid
-}
-
 float nu_levels_u8(const float* levels, int bits, uint8_t* out16) {
   const int L = 1 << bits;
   float amax = 0;

@@ -67,11 +67,8 @@ struct Vq4Q8MatrixView {
   float cs = 0;                     // codebook scale
 };
 
-// Whether rounding the table `v` (n values) to a grid of 8 bits with one scale keeps its typical
-// value: half a grid step (max |v| / 254) at most 3 % of the median |v|. A table with a few
-// entries far out (a level kept for outliers) would lose its small entries; the Linears then keep
-// the float kernels. Learned tables of real models pass (bookworm-27m: every VQ4 and NU tensor).
-bool table_fits_8_bits(const float* v, int64_t n);
+// The tables are rounded to 8 bits with one scale, max |v| / 127: the Linears take these kernels
+// only for tables that fit that grid (quant::table_fits_8_bits).
 
 // planes: 4 << bits bytes. Returns the codebook scale cs.
 float vq4_codebook_planes(const float* codebook, int bits, uint8_t* planes);

@@ -11,6 +11,7 @@
 #include "kernels/table_q8.h"
 #include "linear/linear.h"
 #include "quant/nu.h"
+#include "quant/table_grid.h"
 #include "quant/vq4.h"
 
 namespace lsb {
@@ -62,7 +63,7 @@ class NuLinear final : public Linear {
         levels_u8_(16, load.arena) {
     m_ = {v_.rows, v_.cols, v_.words, v_.group, v_.ngroups, v_.bits, levels_.data(), scales_.data(), v_.planes};
     q8_ = {m_, levels_u8_.data(), kernels::nu_levels_u8(levels_.data(), v_.bits, levels_u8_.data())};
-    q8_fits_ = kernels::table_fits_8_bits(levels_.data(), static_cast<int64_t>(levels_.size()));
+    q8_fits_ = quant::table_fits_8_bits(levels_.data(), static_cast<int64_t>(levels_.size()));
   }
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
@@ -99,7 +100,7 @@ class NuLinear final : public Linear {
   std::pmr::vector<uint8_t> levels_u8_;
   kernels::NuMatrixView m_;
   kernels::NuQ8MatrixView q8_;
-  bool q8_fits_ = false;  // the levels survive 8 bits (kernels::table_fits_8_bits)
+  bool q8_fits_ = false;  // the levels survive 8 bits (quant::table_fits_8_bits)
 };
 
 class Vq4Linear final : public Linear {
@@ -113,7 +114,7 @@ class Vq4Linear final : public Linear {
         planes_(static_cast<size_t>(4) << v_.bits, load.arena) {
     m_ = {v_.rows, v_.cols, v_.group, v_.ngroups, v_.row_words, v_.bits, codebook_.data(), scales_.data(), v_.codes};
     q8_ = {m_, planes_.data(), kernels::vq4_codebook_planes(codebook_.data(), v_.bits, planes_.data())};
-    q8_fits_ = kernels::table_fits_8_bits(codebook_.data(), static_cast<int64_t>(codebook_.size()));
+    q8_fits_ = quant::table_fits_8_bits(codebook_.data(), static_cast<int64_t>(codebook_.size()));
   }
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
@@ -159,7 +160,7 @@ class Vq4Linear final : public Linear {
   std::pmr::vector<uint8_t> planes_;
   kernels::Vq4MatrixView m_;
   kernels::Vq4Q8MatrixView q8_;
-  bool q8_fits_ = false;  // the codebook survives 8 bits (kernels::table_fits_8_bits)
+  bool q8_fits_ = false;  // the codebook survives 8 bits (quant::table_fits_8_bits)
 };
 
 template <class T>

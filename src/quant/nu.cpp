@@ -11,6 +11,7 @@
 #include "base/error.h"
 #include "base/fp16.h"
 #include "detail/checks.h"
+#include "quant/table_grid.h"
 #include "quant/gptq.h"
 #include "quant/outliers.h"
 
@@ -224,6 +225,16 @@ std::vector<float> nu_learn_levels(const float* w, int64_t rows, int64_t cols, i
     for (int j = 0; j < nlevels; ++j)
       if (den[j] > 0) c[j] = static_cast<float>(num[j] / den[j]);
     std::sort(c.begin(), c.end());
+  }
+  if (!table_keeps_8_bits(c.data(), nlevels)) {
+    // As VQ4's codebook (vq4.cpp): levels far out put the table on the integer kernels' 8-bit
+    // grid before the scales and indices are chosen; a pair that rounds to one grid value is
+    // kept apart by one step.
+    const float grid = int8_grid_step(c.data(), nlevels);
+    put_table_on_int8_grid(c.data(), nlevels);
+    for (int j = 1; j < nlevels; ++j)
+      if (!(c[j] > c[j - 1])) c[j] = f16_to_f32(f32_to_f16(c[j - 1] + grid));
+    return c;
   }
   // Distinct levels: a collapsed pair would waste an index.
   for (int j = 1; j < nlevels; ++j)

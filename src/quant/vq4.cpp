@@ -11,6 +11,7 @@
 #include "base/checked.h"
 #include "base/error.h"
 #include "base/fp16.h"
+#include "quant/table_grid.h"
 #include "detail/checks.h"
 #include "quant/gptq.h"
 #include "quant/outliers.h"
@@ -261,6 +262,13 @@ std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols
     }
   }
   for (float& x : cb) x = f16_to_f32(f32_to_f16(x));  // stored as f16
+  // The integer kernels multiply the codebook on its 8-bit grid (quant/table_grid.h). Heavy-tailed
+  // weights give a few codewords far out, whose grid would be too coarse for the small ones: such
+  // a codebook is put on the grid here, before scales and indices are chosen for it, so that the
+  // file holds exactly what those kernels compute (and the error they add is measured as the
+  // scheme's own). A codebook that keeps its values on the grid is left as learned.
+  if (!table_keeps_8_bits(cb.data(), static_cast<int64_t>(cb.size())))
+    put_table_on_int8_grid(cb.data(), static_cast<int64_t>(cb.size()));
   return cb;
 }
 
