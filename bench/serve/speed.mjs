@@ -4,12 +4,13 @@
 // prompt is P token ids and whose answer is D tokens (ignore_eos, greedy). Two readings of the
 // server: the engine's own timings (the "timings" object of the usage chunk) and the client's
 // clock (prompt: P / time to the first chunk; decode: (D-1) / time from the first chunk to the
-// last). Rounds alternate one lsb bench run (--reps 3: its median leaves out a first repetition
+// last), over a keep-alive connection as the openai package uses. Rounds alternate one lsb bench run (--reps 3: its median leaves out a first repetition
 // that pays for first touches) and three requests (their median, likewise), so that both see the
 // same load on the machine;
 // the medians are compared, and must agree within 10 %.
 //   node bench/serve/speed.mjs [--model PATH] [--threads 2] [--prompt 128] [--decode 64] [--rounds 9]
 import { execFileSync } from "node:child_process";
+import http from "node:http";
 import { BOOKWORM, LSB, check, failed, startServer } from "./lib.mjs";
 
 const opt = { model: BOOKWORM, threads: 2, prompt: 128, decode: 64, rounds: 9 };
@@ -27,24 +28,32 @@ function bench() {
   return { prompt: m.prompt_tok_per_s.median, decode: m.decode_tok_per_s.median };
 }
 
-async function viaServer(base) {
+// One streamed request over `agent` (node:http, keep-alive): resolves with the body's chunks as
+// they arrive, each with its arrival time. A keep-alive connection, as the openai package and
+// browsers use, is reused within a round; each round makes a new agent, because the server closes
+// a connection idle for 5 s (cpp-httplib's keep-alive timeout) while lsb bench runs.
+function post(base, path, body, agent) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const req = http.request(`${base}${path}`, { method: "POST", agent, headers: { "Content-Type": "application/json" } }, (res) => {
+      res.on("data", (d) => chunks.push({ at: performance.now(), d }));
+      res.on("end", () => resolve(chunks));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+async function viaServer(base, agent) {
   const prompt = [1, ...Array.from({ length: P - 1 }, (_, i) => 100 + ((i * 37) % 7000))];
   const t0 = performance.now();
-  const res = await fetch(`${base}/v1/completions`, {
-    method: "POST",
-    // A fresh connection each time: an idle keep-alive connection may be closed by the server
-    // (cpp-httplib's 5 s keep-alive) while lsb bench runs, and reusing it fails in undici.
-    headers: { "Content-Type": "application/json", Connection: "close" },
-    body: JSON.stringify({ prompt, max_tokens: D, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
-  });
-  const reader = res.body.getReader();
+  const chunks = await post(base, "/v1/completions",
+    { prompt, max_tokens: D, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true } }, agent);
   const dec = new TextDecoder();
   let buf = "", first = null, last = null, timings = null, tokens = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    const now = performance.now();
-    buf += dec.decode(value, { stream: true });
+  for (const { at: now, d } of chunks) {
+    buf += dec.decode(d, { stream: true });
     let cut;
     while ((cut = buf.indexOf("\n\n")) >= 0) {
       const ev = buf.slice(6, cut);
@@ -68,7 +77,9 @@ async function viaServer(base) {
 }
 
 const server = await startServer(opt.model, ["-t", T, "--ctx", String(P + D + 8), "-q"]);
-await viaServer(server.base);  // warm-up (first touch of the weights, page cache)
+const warm = new http.Agent({ keepAlive: true });
+await viaServer(server.base, warm);  // warm-up (first touch of the weights, page cache)
+warm.destroy();
 const B = { prompt: [], decode: [] }, S = { engine_prompt: [], engine_decode: [], client_prompt: [], client_decode: [] };
 for (let r = 0; r < opt.rounds; r++) {
   // While lsb bench runs, the server sits idle; the two never compute at the same time.
@@ -80,7 +91,9 @@ for (let r = 0; r < opt.rounds; r++) {
   // against 45 ms for the next ones, bookworm-27m, 1 thread, on a quiet machine), just as
   // lsb bench's first repetition does.
   const runs = [];
-  for (let k = 0; k < 3; k++) runs.push(await viaServer(server.base));
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  for (let k = 0; k < 3; k++) runs.push(await viaServer(server.base, agent));
+  agent.destroy();
   const s = {};
   for (const key in S) {
     s[key] = median(runs.map((x) => x[key]));

@@ -72,8 +72,9 @@ class Job {
   // The waiter is woken for new text at most once per kWakeEvery (and always at the end): on a
   // machine with as many cores as compute threads, a wake-up per token takes a core from the
   // model's team in the middle of its parallel regions (decode through the server ran at 70 % of
-  // lsb bench with 2 threads on 2 cores). Text waits at most that long.
-  static constexpr std::chrono::milliseconds kWakeEvery{10};
+  // lsb bench with 2 threads on 2 cores; 87 % with a wake-up every 10 ms, 95-107 % every 40 ms,
+  // bench/serve/speed.mjs). Text waits at most that long: 25 updates a second.
+  static constexpr std::chrono::milliseconds kWakeEvery{40};
   std::chrono::steady_clock::time_point last_wake_{};
 };
 
