@@ -106,7 +106,8 @@ struct NuQ8MatrixView {
 };
 // out16: 16 bytes. Returns the levels' scale cs.
 float nu_levels_u8(const float* levels, int bits, uint8_t* out16);
-// The CPU and target conditions of vq4_q8_usable; 2 to 4 bits, columns and groups multiples of 128.
+// The CPU and target conditions of vq4_q8_usable and GFNI; 2 to 4 bits, columns and groups
+// multiples of 128.
 bool nu_q8_usable(const NuMatrixView& w);
 void nu_gemv_q8(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y);
 void nu_gemv_q8_reference(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y);
