@@ -21,6 +21,9 @@
 #   PEER_TYPES    llama.cpp files ($PEER_OUT/$NAME-TYPE.gguf)           [IQ1_S IQ1_M IQ2_XXS IQ2_S Q4_0]
 #   THREADS       thread counts for the speed part                      [1 2]
 #   REPS          repetitions of each speed test                        [5]
+#   ROUNDS        N = run the speed tests in N rounds, the two tools' blocks alternating (llama.cpp
+#                 first in odd rounds); each figure is then the median of the rounds' medians, its
+#                 range the rounds' extremes. For a host whose speed drifts during the run [unset]
 #   PROMPTS       prompt lengths for the speed part                     [128 512]
 #   BENCH_ORIGINAL 1 = lsb bench also runs the original (bf16) model first [1; 0 with SYNTH]
 #   KLD_THREADS   threads for the perplexity / KLD runs                 [2]
@@ -198,20 +201,35 @@ if [[ $STEPS == *" speed "* ]]; then
   peer_args=(); for e in "${PEER_FILES[@]}"; do peer_args+=(-m "${e#*$'\t'}"); done
   lsb_args=(); [[ $BENCH_ORIGINAL == 1 ]] && lsb_args=("$MODEL")
   for e in "${LSB_FILES[@]}"; do IFS=$'\t' read -r _ f _ <<< "$e"; lsb_args+=("$f"); done
-  for t in "${THREAD_LIST[@]}"; do
-    plist=$(IFS=,; echo "${PROMPTS[*]}")
-    echo "== speed, $t thread(s): llama-bench -p $plist -n 64 -r $REPS; lsb bench --reps $REPS (prompt ${PROMPTS[*]})"
+  run_peer() {  # run_peer THREADS SUFFIX
     before=$(loadavg)
-    "$BIN/llama-bench" "${peer_args[@]}" -p "$plist" -n 64 -r "$REPS" -t "$t" -o json \
-      > "$WORK/speed/peer_t$t.json" 2> "$WORK/speed/peer_t$t.log"
-    printf 'llama-bench\t%s\t%s\t%s\n' "$t" "$before" "$(loadavg)" >> "$WORK/speed/loads.tsv"
+    "$BIN/llama-bench" "${peer_args[@]}" -p "$plist" -n 64 -r "$REPS" -t "$1" -o json \
+      > "$WORK/speed/peer_t$1$2.json" 2> "$WORK/speed/peer_t$1$2.log"
+    printf 'llama-bench%s\t%s\t%s\t%s\n' "$2" "$1" "$before" "$(loadavg)" >> "$WORK/speed/loads.tsv"
+  }
+  run_lsb() {  # run_lsb THREADS SUFFIX
     for p in "${PROMPTS[@]}"; do
       (( ${#lsb_args[@]} )) || break
       before=$(loadavg)
-      "$LSB" bench "${lsb_args[@]}" --prompt-tokens "$p" --decode-tokens 64 --reps "$REPS" -t "$t" --json \
-        > "$WORK/speed/lsb_t${t}_p$p.json"
-      printf 'lsb bench p%s\t%s\t%s\t%s\n' "$p" "$t" "$before" "$(loadavg)" >> "$WORK/speed/loads.tsv"
+      "$LSB" bench "${lsb_args[@]}" --prompt-tokens "$p" --decode-tokens 64 --reps "$REPS" -t "$1" --json \
+        > "$WORK/speed/lsb_t$1_p$p$2.json"
+      printf 'lsb bench p%s%s\t%s\t%s\t%s\n' "$p" "$2" "$1" "$before" "$(loadavg)" >> "$WORK/speed/loads.tsv"
     done
+  }
+  plist=$(IFS=,; echo "${PROMPTS[*]}")
+  for t in "${THREAD_LIST[@]}"; do
+    echo "== speed, $t thread(s): llama-bench -p $plist -n 64 -r $REPS; lsb bench --reps $REPS (prompt ${PROMPTS[*]})${ROUNDS:+; $ROUNDS rounds}"
+    if [[ -z ${ROUNDS:-} ]]; then
+      run_peer "$t" ""
+      run_lsb "$t" ""
+    else
+      # Rounds: the two tools' blocks alternate, llama.cpp first in odd rounds and lsb first in
+      # even ones, so that a slow stretch of the host falls on both; report.py takes the median
+      # over the rounds of each round's median.
+      for ((k = 1; k <= ROUNDS; k++)); do
+        if (( k % 2 )); then run_peer "$t" "_r$k"; run_lsb "$t" "_r$k"; else run_lsb "$t" "_r$k"; run_peer "$t" "_r$k"; fi
+      done
+    fi
   done
 fi
 

@@ -127,9 +127,10 @@ for r in ours:
         r.update(ppl=j["ppl"], ppl_err=j["ppl_stderr"], kld=j["kld_mean"], kld_err=j["kld_stderr"],
                  top1=100 * j["top1_agreement"])
 
-# speed
-threads = sorted({int(m.group(1)) for f in os.listdir(os.path.join(work, "speed"))
-                  if (m := re.match(r"peer_t(\d+)\.json$", f))}) if exists("speed") else []
+# speed (files of one run, or of ROUNDS rounds with a suffix _rK: each figure is then the median
+# of the rounds' medians, its range the extremes over the rounds)
+speed_files = os.listdir(os.path.join(work, "speed")) if exists("speed") else []
+threads = sorted({int(m.group(1)) for f in speed_files if (m := re.match(r"peer_t(\d+)(?:_r\d+)?\.json$", f))})
 memcpy = {}
 original = None
 
@@ -138,32 +139,44 @@ def stat(v):
     return {"median": statistics.median(v), "min": min(v), "max": max(v)}
 
 
+def combine(stats):
+    return {"median": statistics.median(s["median"] for s in stats), "min": min(s["min"] for s in stats),
+            "max": max(s["max"] for s in stats)}
+
+
+def add(r, t, test, st):
+    r.setdefault("speed_rounds", {}).setdefault(t, {}).setdefault(test, []).append(st)
+
+
 for t in threads:
-    for e in json.loads(read(f"speed/peer_t{t}.json")):
-        r = next(x for x in peer if os.path.realpath(x["path"]) == os.path.realpath(e["model_filename"]))
-        test = f"pp{e['n_prompt']}" if e["n_gen"] == 0 else f"tg{e['n_gen']}"
-        r.setdefault("speed", {}).setdefault(t, {})[test] = stat(e["samples_ts"])
-    lsb_prompts = sorted(int(m.group(1)) for f in os.listdir(os.path.join(work, "speed"))
-                         if (m := re.match(rf"lsb_t{t}_p(\d+)\.json$", f)))
+    for f in sorted(x for x in speed_files if re.match(rf"peer_t{t}(?:_r\d+)?\.json$", x)):
+        for e in json.loads(read(f"speed/{f}")):
+            r = next(x for x in peer if os.path.realpath(x["path"]) == os.path.realpath(e["model_filename"]))
+            test = f"pp{e['n_prompt']}" if e["n_gen"] == 0 else f"tg{e['n_gen']}"
+            add(r, t, test, stat(e["samples_ts"]))
+    lsb_prompts = sorted({int(m.group(1)) for f in speed_files if (m := re.match(rf"lsb_t{t}_p(\d+)(?:_r\d+)?\.json$", f))})
     for p in lsb_prompts:
-        path = f"speed/lsb_t{t}_p{p}.json"
-        j = json.loads(read(path))
-        memcpy.setdefault(t, []).append(j.get("memcpy_gb_per_s"))
-        for m in j["models"]:
-            if os.path.realpath(m["model"]) == os.path.realpath(model):
-                if original is None:
-                    st = [os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors")]
-                    original = dict(tool="lsb", name="original", path=model, how="Hugging Face folder (safetensors)",
-                                    bytes=sum(os.path.getsize(f) for f in st) or None, ppl=orig_ppl[0], kld=0.0, top1=100.0)
-                r = original
-            else:
-                r = next(x for x in ours if os.path.realpath(x["path"]) == os.path.realpath(m["model"]))
-            s = r.setdefault("speed", {}).setdefault(t, {})
-            s[f"pp{p}"] = m["prompt_tok_per_s"]
-            if p == lsb_prompts[0]:  # decode of the first run (later prompt lengths measure it again)
-                s["tg64"] = m["decode_tok_per_s"]
-                r["bytes_per_token"] = m["weight_bytes_per_token"]
-                n_params = n_params or m["params"]
+        for f in sorted(x for x in speed_files if re.match(rf"lsb_t{t}_p{p}(?:_r\d+)?\.json$", x)):
+            j = json.loads(read(f"speed/{f}"))
+            memcpy.setdefault(t, []).append(j.get("memcpy_gb_per_s"))
+            for m in j["models"]:
+                if os.path.realpath(m["model"]) == os.path.realpath(model):
+                    if original is None:
+                        st = [os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors")]
+                        original = dict(tool="lsb", name="original", path=model, how="Hugging Face folder (safetensors)",
+                                        bytes=sum(os.path.getsize(f) for f in st) or None, ppl=orig_ppl[0], kld=0.0, top1=100.0)
+                    r = original
+                else:
+                    r = next(x for x in ours if os.path.realpath(x["path"]) == os.path.realpath(m["model"]))
+                add(r, t, f"pp{p}", m["prompt_tok_per_s"])
+                if p == lsb_prompts[0]:  # decode of the first prompt length (later ones measure it again)
+                    add(r, t, "tg64", m["decode_tok_per_s"])
+                    r["bytes_per_token"] = m["weight_bytes_per_token"]
+                    n_params = n_params or m["params"]
+for r in rows + ([original] if original else []):
+    for t, tests in r.pop("speed_rounds", {}).items():
+        for test, stats in tests.items():
+            r.setdefault("speed", {}).setdefault(t, {})[test] = combine(stats)
 if original is not None:
     rows.append(original)
 for r in rows:
@@ -205,7 +218,10 @@ for r in rows:
 for t in threads:
     mc = [m for m in memcpy.get(t, []) if m]
     out.append("")
-    out.append(f"Speed, {t} thread(s), tokens/s, median [min–max] over the repetitions "
+    rounds = len({m.group(1) for f in speed_files if (m := re.match(rf"peer_t{t}_r(\d+)\.json$", f))})
+    over = (f"median of {rounds} rounds' medians [min–max over every repetition], the tools' blocks alternating"
+            if rounds > 1 else "median [min–max] over the repetitions")
+    out.append(f"Speed, {t} thread(s), tokens/s, {over} "
                f"(`llama-bench -p P -n 64`, `lsb bench --prompt-tokens P --decode-tokens 64`); "
                f"decode GB/s = weights read per token × median decode tokens/s"
                + (f"; memcpy (lsb bench) {', '.join(f'{m:.1f}' for m in mc)} GB/s" if mc else "") + ":")
