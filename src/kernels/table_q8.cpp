@@ -307,6 +307,12 @@ struct Lookup {
     bit8 = _mm512_movepi8_mask(_mm512_mask_multishift_epi64_epi8(_mm512_multishift_epi64_epi8(H, q), kLast, H2, q2));
   }
 
+  // The tables of planes 2 * half and 2 * half + 1 (9 bits: 8 vectors each).
+  LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline void tables9(int half, __m512i tab[2][8]) const {
+    for (int t = 0; t < 2; ++t)
+      for (int k = 0; k < 8; ++k) tab[t][k] = _mm512_loadu_si512(planes + (2 * half + t) * 512 + 64 * k);
+  }
+
   // Byte `t` of the entries of 64 indices at 9 bits, with the plane's 512 bytes in tab[0..7].
   LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) static inline __m512i plane9(const __m512i* tab, __m512i idx,
                                                                                   __mmask64 high, __mmask64 bit8) {
@@ -325,8 +331,7 @@ struct Lookup {
     // weights/s, 4-7 bits, 268 M weights; a synthetic 1.1B model decoded at a third of its 8-bit
     // speed with 6 bits).
     const uint8_t* p = row + c * 8 * B;
-    const __m512i idx0 = p + 64 <= codes_end ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(load_mask, p);
-    __m512i idx = idx0;
+    __m512i idx = p + 64 <= codes_end ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(load_mask, p);
     __mmask64 high = 0;
     if constexpr (B != 8) idx = _mm512_multishift_epi64_epi8(S, _mm512_permutexvar_epi8(P, idx));
     if constexpr (B == 8) high = _mm512_movepi8_mask(idx);
@@ -385,7 +390,7 @@ LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activatio
 // them from L1 for each chunk made the loads the bottleneck (3x the time of 8 bits). Instead a
 // block of rows is unpacked once into a buffer, then run twice, each time with two planes' tables
 // in registers; the int32 sums wait in a second buffer between the runs. The sums are the same
-// integers as gemv_q8<9>'s, so the results are the same.
+// exact integers as when all four planes were looked up per chunk (eval --decode unchanged).
 LSB_AVX512_VNNI_VBMI void gemv_q8_9(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1,
                                     float* y) {
   constexpr int64_t kPairs = 128;  // (row, chunk) pairs per block: 8 KB of indices, 8 KB of sums
@@ -408,9 +413,8 @@ LSB_AVX512_VNNI_VBMI void gemv_q8_9(const Vq4Q8MatrixView& m, const Vq4Q8Activat
       _mm512_storeu_si512(idx + 64 * i, v);
     }
     for (int half = 0; half < 2; ++half) {
-      __m512i tab[2][8];  // planes 2 * half and 2 * half + 1
-      for (int t = 0; t < 2; ++t)
-        for (int k = 0; k < 8; ++k) tab[t][k] = _mm512_loadu_si512(m.planes + (2 * half + t) * 512 + 64 * k);
+      __m512i tab[2][8];
+      lk.tables9(half, tab);
       for (int64_t i = 0; i < n; ++i) {
         const int64_t c = i % chunks;
         __m512i acc = _mm512_loadu_si512(half ? sums + 64 * i : reinterpret_cast<const uint8_t*>(x.bias.data() + c * 16));
@@ -443,8 +447,7 @@ LSB_AVX512_VNNI_VBMI void decode_panel_rows(const Vq4MatrixView& w, const Lookup
     // unpacked in each run.
     for (int half = 0; half < 2; ++half) {
       __m512i tab[2][8];
-      for (int t = 0; t < 2; ++t)
-        for (int k = 0; k < 8; ++k) tab[t][k] = _mm512_loadu_si512(lk.planes + (2 * half + t) * 512 + 64 * k);
+      lk.tables9(half, tab);
       for (int i = 0; i < rows; ++i) {
         const uint8_t* row = reinterpret_cast<const uint8_t*>(w.codes + (r + i) * w.row_words);
         uint8_t* o = out + i * w.cols + 64 * half;

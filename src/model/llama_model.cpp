@@ -15,11 +15,11 @@
 namespace lsb {
 namespace {
 
-// out = x * w / rms(x), for n rows of length dim.
 // Token loops outside the matrix products run on the team for a prompt's batch: serial, they
 // were a fifth of a 512-token prompt (SwiGLU's exp alone) and kept 2 threads at 1.2x one.
 constexpr int kParallelTokens = 8;
 
+// out = x * w / rms(x), for n rows of length dim.
 void rmsnorm(float* out, const float* x, const float* w, int n, int dim, float eps) {
 #pragma omp parallel for schedule(static) if (n >= kParallelTokens)
   for (int t = 0; t < n; ++t) {

@@ -229,7 +229,8 @@ std::vector<float> nu_learn_levels(const float* w, int64_t rows, int64_t cols, i
   if (!table_keeps_8_bits(c.data(), nlevels)) {
     // As VQ4's codebook (vq4.cpp): levels far out put the table on the integer kernels' 8-bit
     // grid before the scales and indices are chosen; a pair that rounds to one grid value is
-    // kept apart by one step.
+    // kept apart by one step (should that push the top level past the grid's end, the table is
+    // off the grid and the Linear keeps the float kernels).
     const float grid = int8_grid_step(c.data(), nlevels);
     put_table_on_int8_grid(c.data(), nlevels);
     for (int j = 1; j < nlevels; ++j)

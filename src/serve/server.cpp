@@ -127,8 +127,9 @@ void Server::Impl::setup() {
   http.set_read_timeout(30);
   http.set_write_timeout(30);
   // Streamed chunks go out as written. With Nagle's algorithm (cpp-httplib's default) a chunk
-  // written while the previous one is unacknowledged waits for the client's delayed ACK: a
-  // 1-token prompt's first chunk reached the client 7 ms after the server computed it.
+  // written while the previous one is unacknowledged waits for the client's delayed ACK: over a
+  // kept connection, a 1-token prompt's first chunk reached a local client 8.3 ms after the
+  // request was sent (the engine's part 1.5 ms), 4.7 ms with TCP_NODELAY.
   http.set_tcp_nodelay(true);
 
   // The API key guards the API; /health and the page (which asks for the key) stay open.
