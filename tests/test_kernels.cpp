@@ -39,12 +39,14 @@ struct Case {
   int group = 128;
   bool mean = false;
   int bits = 0;  // 0: the scheme's default
+  bool sym = false;  // vq4: a sign-symmetric codebook
   std::string params() const {
     quant::SchemeOptions o;
     o.outlier_ratio = alpha;
     o.group_size = group;
     o.use_mean = mean;
     if (bits) o.bits = bits;
+    if (sym) o.sign_symmetric = true;
     return quant::make_params(dtype, o, "test");
   }
   bool fits(int64_t cols) const { return dtype != DType::VQ4 || cols % 4 == 0; }
@@ -370,20 +372,25 @@ TEST(KernelSimd, TableCodesMatchReferenceOnEveryTarget) {
 // integer sums, the float part in double): bits 4..9, groups of 128 and 256 (scales changing
 // inside a chunk of 256 columns), 1 to 3 chunks, two row ranges (at 9 bits, over several of the
 // kernel's blocks of rows, the last one partial). And against the product with the float weights:
-// the 8-bit rounding of codebook and activations costs about 1 %.
+// the 8-bit rounding of codebook and activations costs about 1 %. Sign-symmetric codebooks at 8
+// and 9 bits (half the table looked up, then negated) against the same specification.
 TEST(KernelVq4Q8, MatchesItsReferenceAndTheFloatProduct) {
   int runs = 0;
   for (int bits = 4; bits <= 9; ++bits)
     for (int g : {128, 256})
-      for (int64_t cols : {256, 768}) {
-        const Case c{DType::VQ4, 0, g, false, bits};
+      for (int64_t cols : {256, 768})
+        for (bool sym : {false, true}) {
+        if (sym && bits < 8) continue;
+        const Case c{DType::VQ4, 0, g, false, bits, sym};
         // gemv_q8_9 runs blocks of 128 (row, chunk) pairs: 1 chunk -> 128 rows, 3 -> 42.
         const int64_t rows = bits == 9 ? 301 : 37;
         const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(31 * bits + g + cols));
         const TableViews tv(P);
         std::vector<uint8_t> planes(static_cast<size_t>(4) << bits);
-        const kernels::Vq4Q8MatrixView m{tv.vq4, planes.data(),
-                                         kernels::vq4_codebook_planes(tv.table.data(), bits, planes.data())};
+        kernels::Vq4Q8MatrixView m{tv.vq4, planes.data(),
+                                   kernels::vq4_codebook_planes(tv.table.data(), bits, planes.data())};
+        m.sign_symmetric = kernels::vq4_planes_sign_symmetric(planes.data(), bits);
+        ASSERT_EQ(m.sign_symmetric, sym) << c.label();
         kernels::Vq4Q8Activations xq;
         kernels::vq4_quantize_activations(P.x.data(), cols, xq);
         std::vector<float> want(static_cast<size_t>(rows)), got(static_cast<size_t>(rows), NAN);
@@ -400,7 +407,7 @@ TEST(KernelVq4Q8, MatchesItsReferenceAndTheFloatProduct) {
           ASSERT_NEAR(got[r], want[r], tolerance(P.wd, P.x.data(), r, cols, 1e-5))
               << c.label() << " cols=" << cols << " row " << r;
         ++runs;
-      }
+        }
   if (runs == 0) GTEST_SKIP() << "this CPU has no AVX-512 VNNI + VBMI: only the reference was checked";
 }
 
@@ -441,14 +448,18 @@ TEST(KernelVq4Q8, GemmMatchesItsReferenceAndTheFloatProduct) {
   int runs = 0;
   for (int bits = 4; bits <= 9; ++bits)
     for (int g : {128, 256})
-      for (int64_t cols : {256, 768}) {
-        const Case c{DType::VQ4, 0, g, false, bits};
+      for (int64_t cols : {256, 768})
+        for (bool sym : {false, true}) {
+        if (sym && bits < 8) continue;
+        const Case c{DType::VQ4, 0, g, false, bits, sym};
         const int64_t rows = 37;
         const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(17 * bits + g + cols));
         const TableViews tv(P);
         std::vector<uint8_t> planes(static_cast<size_t>(4) << bits);
-        const kernels::Vq4Q8MatrixView m{tv.vq4, planes.data(),
-                                         kernels::vq4_codebook_planes(tv.table.data(), bits, planes.data())};
+        kernels::Vq4Q8MatrixView m{tv.vq4, planes.data(),
+                                   kernels::vq4_codebook_planes(tv.table.data(), bits, planes.data())};
+        m.sign_symmetric = kernels::vq4_planes_sign_symmetric(planes.data(), bits);
+        ASSERT_EQ(m.sign_symmetric, sym) << c.label();
         for (int64_t n : {1, 5, 17}) {
           kernels::Vq4Q8Tokens xq;
           kernels::vq4_quantize_tokens(P.x.data(), n, cols, xq);
@@ -465,7 +476,7 @@ TEST(KernelVq4Q8, GemmMatchesItsReferenceAndTheFloatProduct) {
                   << c.label() << " cols=" << cols << " n=" << n << " t=" << t << " row " << r;
           ++runs;
         }
-      }
+        }
   if (runs == 0) GTEST_SKIP() << "this CPU has no AVX-512 VNNI + VBMI: only the reference was checked";
 }
 

@@ -23,7 +23,7 @@ void add_compress(CLI::App& app) {
     float outlier_ratio = 0.02f;
     int group_size = 128, threads = 0, bits = 0, calib_ctx = 512;
     int64_t calib_tokens = 32768;
-    bool use_mean = false;
+    bool use_mean = false, sign_symmetric = false;
     std::vector<std::string> keep;
     bool json = false;
   };
@@ -45,6 +45,9 @@ void add_compress(CLI::App& app) {
   CLI::Option* bits = c->add_option("--bits", o->bits,
                                     "code bits, for schemes that have them (nu: bits per weight, 2-4; vq4: bits per "
                                     "vector of 4 weights, 4-10)");
+  CLI::Option* sym = c->add_flag("--sign-symmetric", o->sign_symmetric,
+                                 "vq4: learn half the codebook and use its negation for the other half; the "
+                                 "integer kernels then take 9 bits at about the speed of 8 (docs/QUANT.md)");
   c->add_option("--calib", o->calib,
                 "calibration: a text file (run through the model while compressing) or a statistics file from "
                 "`lsb calibrate`; schemes that round with statistics (nu, vq4) then use GPTQ");
@@ -63,7 +66,7 @@ void add_compress(CLI::App& app) {
   c->add_option("--tokenizer", o->tokenizer, "tokenizer file to embed (default: the one found with the model)");
   c->add_option("-t,--threads", o->threads, "threads (default: all cores); the output does not depend on it");
   c->add_flag("--json", o->json, "print one JSON object");
-  c->callback([o, ratio, group, mean, bits, target]() {
+  c->callback([o, ratio, group, mean, bits, sym, target]() {
     set_threads(o->threads);
     CompressOptions opt;
     opt.scheme = o->scheme;
@@ -71,6 +74,7 @@ void add_compress(CLI::App& app) {
     if (group->count()) opt.options.group_size = o->group_size;
     if (mean->count()) opt.options.use_mean = o->use_mean;
     if (bits->count()) opt.options.bits = o->bits;
+    if (sym->count()) opt.options.sign_symmetric = o->sign_symmetric;
     opt.calib = o->calib;
     opt.calib_options.tokens = o->calib_tokens;
     opt.calib_options.ctx = o->calib_ctx;
@@ -81,9 +85,9 @@ void add_compress(CLI::App& app) {
     TargetReport tr;
     if (target->count()) {
       if (o->scheme != "default" || !o->keep.empty() || ratio->count() || group->count() || mean->count() ||
-          bits->count())
+          bits->count() || sym->count())
         fail("--target-bpw", "chooses every matrix's code itself: leave out --scheme, --keep, --bits, --group-size, "
-                             "--outlier-ratio and --use-mean");
+                             "--outlier-ratio, --use-mean and --sign-symmetric");
       AllocateOptions a;
       a.target_bpw = o->target_bpw;
       a.sens_text = o->sens_text;

@@ -148,6 +148,16 @@ float nu_levels_u8(const float* levels, int bits, uint8_t* out16) {
   return amax / 127.0f;
 }
 
+bool vq4_planes_sign_symmetric(const uint8_t* planes, int bits) {
+  const int64_t E = int64_t{1} << bits;
+  for (int t = 0; t < 4; ++t)
+    for (int64_t e = 0; e < E / 2; ++e) {
+      const uint8_t a = planes[t * E + e], b = planes[t * E + e + E / 2];
+      if (a == 0 || b != static_cast<uint8_t>(256 - a)) return false;
+    }
+  return true;
+}
+
 float vq4_codebook_planes(const float* codebook, int bits, uint8_t* planes) {
   const int64_t E = int64_t{1} << bits;
   float amax = 0;
@@ -239,10 +249,15 @@ LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline void dpbusd(__m512i& 
 // at 8 bits). At 9 bits the four planes' tables would fill all 32 registers: there the callers
 // run two planes at a time (gemv_q8_9, decode_panel_rows<9>) with unpack9 and plane9, four
 // permutes and blends on bits 7 and 8.
-template <int B>
+// Sym (a sign-symmetric codebook, Vq4Q8MatrixView::sign_symmetric): the top index bit is a sign.
+// The planes' first halves are looked up with B - 1 bits, and the entries of negative indices
+// negated: for cq + 128 in 1..255 (cq in -127..127), 256 - (cq + 128) = -cq + 128, one masked
+// byte subtraction. 9 bits then fit the registers like 8 and take one pass.
+template <int B, bool Sym = false>
 struct Lookup {
-  static constexpr int64_t E = int64_t{1} << B;
-  static constexpr int NT = B <= 6 ? 1 : B == 7 ? 2 : 4;  // 64-byte vectors per plane kept in registers (B < 9)
+  static constexpr int64_t E = int64_t{1} << B;  // entries per plane
+  static constexpr int LB = Sym ? B - 1 : B;     // index bits looked up
+  static constexpr int NT = LB <= 6 ? 1 : LB == 7 ? 2 : 4;  // 64-byte vectors per plane kept in registers (LB < 9)
   const uint8_t* planes;
   const uint8_t* codes_end;  // one past the tensor's last code byte
   __m512i tab[4][NT];
@@ -252,11 +267,12 @@ struct Lookup {
 
   LSB_AVX512_VNNI_VBMI Lookup(const uint8_t* pl, const Vq4MatrixView& w)
       : planes(pl), codes_end(reinterpret_cast<const uint8_t*>(w.codes + w.rows * w.row_words)) {
-    for (int t = 0; t < 4 && B < 9; ++t) {
-      if constexpr (B < 6) {
-        // 16 or 32 entries repeated to fill the 64 bytes a 6-bit permute indexes.
+    for (int t = 0; t < 4 && LB < 9; ++t) {
+      if constexpr (LB < 6) {
+        // 8, 16 or 32 entries repeated to fill the 64 bytes a 6-bit permute indexes.
+        constexpr int64_t kLookedUp = int64_t{1} << LB;
         alignas(64) uint8_t rep[64];
-        for (int i = 0; i < 64; ++i) rep[i] = planes[t * E + (i % E)];
+        for (int i = 0; i < 64; ++i) rep[i] = planes[t * E + (i % kLookedUp)];
         tab[t][0] = _mm512_load_si512(rep);
       } else {
         for (int k = 0; k < NT; ++k) tab[t][k] = _mm512_loadu_si512(planes + t * E + 64 * k);
@@ -331,21 +347,28 @@ struct Lookup {
     // weights/s, 4-7 bits, 268 M weights; a synthetic 1.1B model decoded at a third of its 8-bit
     // speed with 6 bits).
     const uint8_t* p = row + c * 8 * B;
-    __m512i idx = p + 64 <= codes_end ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(load_mask, p);
+    __m512i idx;
+    __mmask64 sign = 0;
+    if constexpr (B == 9) {
+      static_assert(Sym, "9 bits without a sign: gemv_q8_9 and decode_panel_rows<9> run two planes at a time");
+      unpack9(p, idx, sign);  // 72 bytes: no read past the chunk
+    } else {
+      idx = p + 64 <= codes_end ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(load_mask, p);
+      if constexpr (B != 8) idx = _mm512_multishift_epi64_epi8(S, _mm512_permutexvar_epi8(P, idx));
+      if constexpr (Sym) sign = _mm512_test_epi8_mask(idx, _mm512_set1_epi8(static_cast<char>(1 << (B - 1))));
+    }
     __mmask64 high = 0;
-    if constexpr (B != 8) idx = _mm512_multishift_epi64_epi8(S, _mm512_permutexvar_epi8(P, idx));
-    if constexpr (B == 8) high = _mm512_movepi8_mask(idx);
+    if constexpr (LB == 8) high = _mm512_movepi8_mask(idx);
     for (int t = 0; t < 4; ++t) {
-      if constexpr (B <= 6) {
+      if constexpr (LB <= 6) {
         e[t] = _mm512_permutexvar_epi8(idx, tab[t][0]);
-      } else if constexpr (B == 7) {
+      } else if constexpr (LB == 7) {
         e[t] = _mm512_permutex2var_epi8(tab[t][0], idx, tab[t][1]);
-      } else if constexpr (B == 8) {
+      } else {
         e[t] = _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(tab[t][0], idx, tab[t][1]),
                                       _mm512_permutex2var_epi8(tab[t][2], idx, tab[t][3]));
-      } else {
-        static_assert(B <= 8, "9 bits: gemv_q8_9 and decode_panel_rows<9> run two planes at a time");
       }
+      if constexpr (Sym) e[t] = _mm512_mask_sub_epi8(e[t], sign, _mm512_setzero_si512(), e[t]);
     }
   }
 };
@@ -363,11 +386,11 @@ LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline __m512 scale_chunk(co
 
 // One token: per chunk, byte t of the 64 entries times the 64 activations of plane t (VNNI: 4
 // products summed into each dword lane), then per lane the group scale times the activation scale.
-template <int B>
+template <int B, bool Sym = false>
 LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1,
                                   float* y) {
   const Vq4MatrixView& w = m.w;
-  const Lookup<B> lk(m.planes, m.w);
+  const Lookup<B, Sym> lk(m.planes, m.w);
   const int64_t chunks = w.cols / kVq4Q8Chunk;
   const int8_t* xq = x.xq.data();
   for (int64_t r = r0; r < r1; ++r) {
@@ -437,11 +460,11 @@ LSB_AVX512_VNNI_VBMI void gemv_q8_9(const Vq4Q8MatrixView& m, const Vq4Q8Activat
 
 // Rows r .. r + RT - 1 in panel order (table_q8.h): per chunk, the first 32 entries of the four
 // planes, then the last 32.
-template <int B>
-LSB_AVX512_VNNI_VBMI void decode_panel_rows(const Vq4MatrixView& w, const Lookup<B>& lk, int64_t r, int rows,
+template <int B, bool Sym>
+LSB_AVX512_VNNI_VBMI void decode_panel_rows(const Vq4MatrixView& w, const Lookup<B, Sym>& lk, int64_t r, int rows,
                                             uint8_t* out) {
   const int64_t chunks = w.cols / kVq4Q8Chunk;
-  if constexpr (B == 9) {
+  if constexpr (B == 9 && !Sym) {
     // As gemv_q8_9: two runs with two planes' tables in registers (planes 0 and 1 fill bytes
     // 0..63 and 128..191 of each chunk's 256, planes 2 and 3 the others); the indices are
     // unpacked in each run.
@@ -522,21 +545,21 @@ LSB_AVX512_VNNI_VBMI void gemm_tile(const Vq4Q8MatrixView& m, const Vq4Q8Tokens&
   }
 }
 
-template <int B>
+template <int B, bool Sym = false>
 LSB_AVX512_VNNI_VBMI void gemm_q8(const Vq4Q8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y,
                                   int64_t ldy) {
   constexpr int RT = 4;
-  const Lookup<B> lk(m.planes, m.w);
+  const Lookup<B, Sym> lk(m.planes, m.w);
   thread_local std::vector<uint8_t> panel;  // RT rows, this thread's
   panel.resize(static_cast<size_t>(RT * m.w.cols));
   const int64_t tiles = x.n_pad / 32;
   int64_t r = r0;
   for (; r + RT <= r1; r += RT) {
-    decode_panel_rows<B>(m.w, lk, r, RT, panel.data());
+    decode_panel_rows(m.w, lk, r, RT, panel.data());
     for (int64_t tile = 0; tile < tiles; ++tile) gemm_tile<RT>(m, x, panel.data(), r, tile, y, ldy);
   }
   for (; r < r1; ++r) {
-    decode_panel_rows<B>(m.w, lk, r, 1, panel.data());
+    decode_panel_rows(m.w, lk, r, 1, panel.data());
     for (int64_t tile = 0; tile < tiles; ++tile) gemm_tile<1>(m, x, panel.data(), r, tile, y, ldy);
   }
 }
@@ -646,6 +669,8 @@ void nu_gemv_q8_reference(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0
 
 void vq4_gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0, int64_t r1, float* y) {
 #ifdef LSB_VQ4_Q8_X86
+  if (m.sign_symmetric && m.w.bits == 8) return gemv_q8<8, true>(m, x, r0, r1, y);
+  if (m.sign_symmetric && m.w.bits == 9) return gemv_q8<9, true>(m, x, r0, r1, y);
   switch (m.w.bits) {
     case 4: return gemv_q8<4>(m, x, r0, r1, y);
     case 5: return gemv_q8<5>(m, x, r0, r1, y);
@@ -661,6 +686,8 @@ void vq4_gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activations& x, int64_t r0
 
 void vq4_gemm_q8(const Vq4Q8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y, int64_t ldy) {
 #ifdef LSB_VQ4_Q8_X86
+  if (m.sign_symmetric && m.w.bits == 8) return gemm_q8<8, true>(m, x, r0, r1, y, ldy);
+  if (m.sign_symmetric && m.w.bits == 9) return gemm_q8<9, true>(m, x, r0, r1, y, ldy);
   switch (m.w.bits) {
     case 4: return gemm_q8<4>(m, x, r0, r1, y, ldy);
     case 5: return gemm_q8<5>(m, x, r0, r1, y, ldy);

@@ -65,6 +65,9 @@ struct Vq4Q8MatrixView {
   Vq4MatrixView w;
   const uint8_t* planes = nullptr;  // [4][1 << bits]: cq[e][t] + 128
   float cs = 0;                     // codebook scale
+  // Entry e + 2^(bits-1) of every plane is entry e negated (vq4_planes_sign_symmetric): the kernels
+  // look up half the table and negate by the index's top bit (8 and 9 bits).
+  bool sign_symmetric = false;
 };
 
 // The tables are rounded to 8 bits with one scale, max |v| / 127: the Linears take these kernels
@@ -72,6 +75,9 @@ struct Vq4Q8MatrixView {
 
 // planes: 4 << bits bytes. Returns the codebook scale cs.
 float vq4_codebook_planes(const float* codebook, int bits, uint8_t* planes);
+// Whether every plane's second half is its first half negated (cq + 128 -> 256 - (cq + 128)).
+// A sign-symmetric codebook (quant/vq4.h "sym") gives such planes: rounding to 8 bits is odd.
+bool vq4_planes_sign_symmetric(const uint8_t* planes, int bits);
 
 // Whether vq4_gemv_q8 takes this tensor now: the CPU has AVX-512 VNNI and VBMI, the packed
 // kernels' dispatch target is AVX-512 (tests that force AVX2 or SSE4 get the float kernels), 4 to

@@ -114,6 +114,7 @@ class Vq4Linear final : public Linear {
         planes_(static_cast<size_t>(4) << v_.bits, load.arena) {
     m_ = {v_.rows, v_.cols, v_.group, v_.ngroups, v_.row_words, v_.bits, codebook_.data(), scales_.data(), v_.codes};
     q8_ = {m_, planes_.data(), kernels::vq4_codebook_planes(codebook_.data(), v_.bits, planes_.data())};
+    q8_.sign_symmetric = kernels::vq4_planes_sign_symmetric(planes_.data(), v_.bits);
     q8_fits_ = quant::table_fits_8_bits(codebook_.data(), static_cast<int64_t>(codebook_.size()));
   }
   void forward(const float* x, int64_t n, float* y) const override {

@@ -324,6 +324,7 @@ CompressReport compress_model(const std::string& src_path, const std::string& ou
   if (opt.options.group_size) options["group"] = *opt.options.group_size;
   if (opt.options.outlier_ratio) options["alpha"] = static_cast<double>(*opt.options.outlier_ratio);
   if (opt.options.use_mean) options["mean"] = *opt.options.use_mean;
+  if (opt.options.sign_symmetric) options["sym"] = *opt.options.sign_symmetric;
   nlohmann::json meta = {
       {"format", "lsb"},
       {"lsb_version", std::string(kVersion)},

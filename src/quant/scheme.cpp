@@ -39,6 +39,7 @@ SchemeOptions SchemeOptions::parse(std::string_view text, const std::string& whe
     else if (k == "alpha") o.outlier_ratio = to_float_checked(get_number(j, "alpha", where), "alpha", where);
     else if (k == "mean") o.use_mean = get_bool(j, "mean", where);
     else if (k == "bits") o.bits = get_int(j, "bits", where);
+    else if (k == "sym") o.sign_symmetric = get_bool(j, "sym", where);
     else fail(where, "unknown scheme parameter '{}'", k);
   }
   return o;

@@ -46,6 +46,7 @@ struct SchemeOptions {
   std::optional<float> outlier_ratio;  // "alpha": fraction of each row kept exactly (fp16)
   std::optional<bool> use_mean;        // "mean": store a mean per group (lsb1)
   std::optional<int> bits;             // "bits": code bits (nu: per weight; vq4: per vector of 4)
+  std::optional<bool> sign_symmetric;  // "sym": vq4's codebook is its first half and that half negated
   // From a parameter text / JSON object; unknown keys and wrong types are errors.
   static SchemeOptions parse(std::string_view text, const std::string& where);
 };

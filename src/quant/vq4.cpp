@@ -145,7 +145,7 @@ std::vector<std::byte> quantize_impl(const QuantizeArgs& a) {
   if (kReference) detail::require_finite(a.w, a.rows, a.cols, where);
   else detail::require_finite_parallel(a.w, a.rows, a.cols, where);
   const std::vector<float> imp = column_importance(a.stats, a.cols);
-  const std::vector<float> codebook = vq4_learn_codebook(a.w, a.rows, a.cols, p.bits, L.group, imp.data(), !kReference);
+  const std::vector<float> codebook = vq4_learn_codebook(a.w, a.rows, a.cols, p.bits, L.group, imp.data(), !kReference, p.sym);
   const Vq4Coder coder(codebook, L.group, !kReference);
   const GptqResult g = kReference ? gptq_reference(a.w, a.rows, a.cols, a.stats, coder)
                                   : gptq(a.w, a.rows, a.cols, a.stats, coder);
@@ -169,6 +169,7 @@ Vq4Params Vq4Params::from(const SchemeOptions& o, const std::string& where) {
   Vq4Params p;
   if (o.bits) p.bits = *o.bits;
   if (o.group_size) p.group_size = *o.group_size;
+  if (o.sign_symmetric) p.sym = *o.sign_symmetric;
   if (p.bits < 4 || p.bits > 10) fail(where, "vq4: {} bits per vector of 4 (4 to 10 are supported)", p.bits);
   if (p.group_size < 16 || p.group_size % 16 != 0)
     fail(where, "vq4: group size {} must be a positive multiple of 16", p.group_size);
@@ -179,7 +180,11 @@ Vq4Params Vq4Params::parse(std::string_view text, const std::string& where) {
   return from(SchemeOptions::parse(text, where), where);
 }
 
-std::string Vq4Params::text() const { return nlohmann::json{{"bits", bits}, {"group", group_size}}.dump(); }
+std::string Vq4Params::text() const {
+  nlohmann::json j{{"bits", bits}, {"group", group_size}};
+  if (sym) j["sym"] = true;  // absent when false: the parameters of files made before it are unchanged
+  return j.dump();
+}
 
 Vq4Layout::Vq4Layout(int64_t rows, int64_t cols, const Vq4Params& p, const std::string& where) {
   if (rows < 1 || cols < 1) fail(where, "vq4 needs a non-empty matrix, got {} x {}", rows, cols);
@@ -196,8 +201,17 @@ Vq4Layout::Vq4Layout(int64_t rows, int64_t cols, const Vq4Params& p, const std::
 }
 
 std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols, int bits, int64_t group,
-                                      const float* col_imp, bool simd) {
+                                      const float* col_imp, bool simd, bool sym) {
   const int K = 1 << bits;
+  // Sign-symmetric: the first half (H entries) is learned, the second half is its negation. Each
+  // training vector is assigned to the nearest of all K codewords (the search is unchanged), and
+  // counts for the first-half entry with its sign folded in.
+  const int H = sym ? K / 2 : K;
+  auto mirror = [&](std::vector<float>& c) {
+    if (sym)
+      for (int e = 0; e < H; ++e)
+        for (int k = 0; k < kDim; ++k) c[(e + H) * kDim + k] = -c[e * kDim + k];
+  };
   // Training vectors: every `step`-th group, weights divided by the group's importance-weighted
   // RMS, importances divided by their group mean; at most K * 256 vectors.
   const int64_t ngroups = (cols + group - 1) / group, total = rows * ngroups;
@@ -224,12 +238,13 @@ std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols
   const int64_t ns = static_cast<int64_t>(u.size()) / kDim;
   std::vector<float> cb(static_cast<size_t>(K) * kDim, 0.0f);
   if (ns < K) {  // too little data (a tiny matrix): a fixed spread of codewords
-    for (int c = 0; c < K; ++c)
+    for (int c = 0; c < H; ++c)
       for (int k = 0; k < kDim; ++k) cb[c * kDim + k] = static_cast<float>(((c >> (2 * k)) & 3) - 1.5) * 0.8f;
   } else {
-    for (int c = 0; c < K; ++c)
+    for (int c = 0; c < H; ++c)
       for (int k = 0; k < kDim; ++k) cb[c * kDim + k] = u[(static_cast<int64_t>(c) * 7919 % ns) * kDim + k];
   }
+  mirror(cb);
   if (ns >= K) {
     std::mt19937 rng(99);
     std::vector<int> assign(static_cast<size_t>(ns));
@@ -243,14 +258,15 @@ std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols
       std::fill(den.begin(), den.end(), 0.0);
       std::fill(count.begin(), count.end(), 0);
       for (int64_t i = 0; i < ns; ++i) {
-        const int c = assign[i];
+        const int c = assign[i] % H;
+        const double sign = assign[i] >= H ? -1.0 : 1.0;
         ++count[c];
         for (int k = 0; k < kDim; ++k) {
-          num[c * kDim + k] += static_cast<double>(h[i * kDim + k]) * u[i * kDim + k];
+          num[c * kDim + k] += sign * h[i * kDim + k] * u[i * kDim + k];
           den[c * kDim + k] += h[i * kDim + k];
         }
       }
-      for (int c = 0; c < K; ++c) {
+      for (int c = 0; c < H; ++c) {
         if (count[c] == 0) {  // an empty cell takes a random training vector
           const int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(ns));
           for (int k = 0; k < kDim; ++k) cb[c * kDim + k] = u[j * kDim + k];
@@ -259,6 +275,7 @@ std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols
         for (int k = 0; k < kDim; ++k)
           if (den[c * kDim + k] > 0) cb[c * kDim + k] = static_cast<float>(num[c * kDim + k] / den[c * kDim + k]);
       }
+      mirror(cb);
     }
   }
   for (float& x : cb) x = f16_to_f32(f32_to_f16(x));  // stored as f16
@@ -287,6 +304,7 @@ Vq4View Vq4View::parse(std::span<const std::byte> blob, int64_t rows, int64_t co
   v.ngroups = L.ngroups;
   v.row_words = L.row_words;
   v.bits = p.bits;
+  v.sym = p.sym;
   v.codebook = reinterpret_cast<const uint16_t*>(base + L.codebook);
   v.scales = reinterpret_cast<const uint16_t*>(base + L.scales);
   v.codes = reinterpret_cast<const uint64_t*>(base + L.codes);
@@ -296,6 +314,12 @@ Vq4View Vq4View::parse(std::span<const std::byte> blob, int64_t rows, int64_t co
     for (int64_t i = 0; i < rows * L.ngroups; ++i)
       if ((v.scales[i] & 0x7c00u) == 0x7c00u || (v.scales[i] & 0x8000u && v.scales[i] != 0x8000u))
         fail(where, "vq4 scale {} (row {}) is negative or not finite", i, i / L.ngroups);
+  }
+  if (p.sym) {  // always checked (2^bits * 2 values): the kernels rely on it
+    const int64_t half = int64_t{kDim} * p.entries() / 2;
+    for (int64_t i = 0; i < half; ++i)
+      if (v.codebook[half + i] != (v.codebook[i] ^ 0x8000u))
+        fail(where, "vq4 codebook value {} is not value {} negated, as \"sym\" says", half + i, i);
   }
   // Bits past the last index of a row must be 0.
   const int64_t used = cols / kDim * p.bits;

@@ -1,7 +1,11 @@
 // VQ4: vector quantization of 4 consecutive weights. Each tensor has a codebook of 2^bits
 // vectors of 4 (learned from the tensor), each (row, group) an f16 scale s; the 4 weights
 // 4j..4j+3 of a row are s * codebook[index_j]: bits / 4 bits per weight, plus the scales.
-// Parameters: {"bits": 4..10, "group": G (a multiple of 16)}; columns must be a multiple of 4.
+// Parameters: {"bits": 4..10, "group": G (a multiple of 16)[, "sym": true]}; columns must be a
+// multiple of 4. "sym" (sign-symmetric): codeword e + 2^(bits-1) is codeword e negated, so the
+// top bit of an index is a sign; the integer kernels then look up 2^(bits-1) entries and negate
+// (9 bits at about the cost of 8). The codebook is still stored whole: every reader computes the
+// same, and the parser checks the symmetry bit for bit.
 // Blob (sections at multiples of 64 from the blob start):
 //   codebook  f16[2^bits * 4]         finite
 //   scales    f16[rows * ngroups]     finite, >= 0
@@ -26,6 +30,7 @@ namespace lsb::quant {
 struct Vq4Params {
   int bits = 8;
   int group_size = 256;
+  bool sym = false;
   static Vq4Params from(const SchemeOptions& o, const std::string& where);
   static Vq4Params parse(std::string_view text, const std::string& where);
   std::string text() const;
@@ -48,6 +53,7 @@ class Vq4View final : public BlobView {
 
   int64_t rows = 0, cols = 0, group = 0, ngroups = 0, row_words = 0;
   int bits = 0;
+  bool sym = false;
   const uint16_t* codebook = nullptr;  // f16 [2^bits * 4]
   const uint16_t* scales = nullptr;    // f16 [rows * ngroups]
   const uint64_t* codes = nullptr;     // [rows * row_words]
@@ -65,8 +71,9 @@ int vq4_nearest_simd(const Vq4Soa& cb, const float* w, const float* h, float s);
 const char* vq4_simd_target();  // the target the dispatcher chose
 
 // The codebook VQ4 learns for a matrix (exposed for tests): 2^bits * 4 values, f16-rounded;
-// `simd` picks the search (the result is the same).
+// `simd` picks the search (the result is the same); `sym`: sign-symmetric (entries e + 2^(bits-1)
+// are entries e negated).
 std::vector<float> vq4_learn_codebook(const float* w, int64_t rows, int64_t cols, int bits, int64_t group,
-                                      const float* col_imp, bool simd = true);
+                                      const float* col_imp, bool simd = true, bool sym = false);
 
 }  // namespace lsb::quant
