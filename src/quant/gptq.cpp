@@ -8,6 +8,7 @@
 #include <cblas.h>
 
 #include "base/error.h"
+#include "detail/blas_threads.h"
 
 namespace lsb::quant {
 namespace {
@@ -104,6 +105,7 @@ std::vector<float> inverse_cholesky_upper_lapack(const InputStats& s, double dam
       row[i] = static_cast<T>((dead[hi] ? 1.0 : static_cast<double>(s.gram_at(hi, hi))) + damp * mean_diag);
     }
     int info = 0;
+    const detail::BlasOneThread one_thread;
     potrf(a.data(), static_cast<int>(n), &info);
     if (info != 0) continue;
     trtri(a.data(), static_cast<int>(n), &info);  // row-major lower triangle: L⁻¹

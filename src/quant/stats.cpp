@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include "base/error.h"
+#include "detail/blas_threads.h"
 
 namespace lsb::quant {
 
@@ -19,9 +20,10 @@ void InputStats::add(const float* x, int64_t n) {
     for (int64_t j = 0; j < cols; ++j) sum[static_cast<size_t>(j)] += static_cast<double>(x[t * cols + j]) * x[t * cols + j];
   for (int64_t j = 0; j < cols; ++j) diag[static_cast<size_t>(j)] += sum[static_cast<size_t>(j)];
   if (full()) {
-    // gram += Xᵀ X on the lower triangle (OpenBLAS serial: the same bytes whatever the thread
-    // count of the caller).
+    // gram += Xᵀ X on the lower triangle (one thread: the same bytes whatever the thread count of
+    // the caller).
     const int c = static_cast<int>(cols);
+    const detail::BlasOneThread one_thread;
     cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, c, static_cast<int>(n), 1.0f, x, c, 1.0f, gram.data(), c);
   }
   tokens += static_cast<uint64_t>(n);
