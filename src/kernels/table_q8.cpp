@@ -384,6 +384,23 @@ LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline __m512 scale_chunk(co
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(s, _mm512_loadu_ps(x.d.data() + c * 16)), acc_f);
 }
 
+// y[0..3] = cs * the sums of a0..a3's 16 lanes. Rows of 256 or 512 columns are short: one
+// horizontal sum per row (four shuffles) was a large part of their time, four rows share these
+// six. Halves, then quarters, then pairs within each 128 bits.
+LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline void store_sums4(__m512 a0, __m512 a1, __m512 a2,
+                                                                           __m512 a3, float cs, float* y) {
+  // p01 = [a0 Q0+Q2, a0 Q1+Q3, a1 Q0+Q2, a1 Q1+Q3] (Q: 128-bit quarters)
+  const __m512 p01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+  const __m512 p23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+  // q = [a0, a1, a2, a3], four partial sums each
+  const __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(p01, p23, 0x88), _mm512_shuffle_f32x4(p01, p23, 0xDD));
+  const __m512 h = _mm512_add_ps(q, _mm512_permute_ps(q, 0x4E));
+  const __m512 z = _mm512_mul_ps(_mm512_add_ps(h, _mm512_permute_ps(h, 0xB1)), _mm512_set1_ps(cs));
+  alignas(64) float out[16];
+  _mm512_store_ps(out, z);
+  for (int i = 0; i < 4; ++i) y[i] = out[4 * i];
+}
+
 // One token: per chunk, byte t of the 64 entries times the 64 activations of plane t (VNNI: 4
 // products summed into each dword lane), then per lane the group scale times the activation scale.
 template <int B, bool Sym = false>
@@ -393,7 +410,12 @@ LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activatio
   const Lookup<B, Sym> lk(m.planes, m.w);
   const int64_t chunks = w.cols / kVq4Q8Chunk;
   const int8_t* xq = x.xq.data();
-  for (int64_t r = r0; r < r1; ++r) {
+  // Per chunk, the group of each of its two blocks of 128 columns (no division in the loop).
+  thread_local std::vector<int32_t> gi;
+  gi.resize(static_cast<size_t>(2 * chunks));
+  for (int64_t c = 0; c < 2 * chunks; ++c) gi[static_cast<size_t>(c)] = static_cast<int32_t>(c * kVq4Q8Block / w.group);
+  const int32_t* g = gi.data();
+  auto one_row = [&](int64_t r) LSB_AVX512_VNNI_VBMI {
     const uint8_t* row = reinterpret_cast<const uint8_t*>(w.codes + r * w.row_words);
     const float* sc = w.scales + r * w.ngroups;
     __m512 acc_f = _mm512_setzero_ps();
@@ -403,10 +425,14 @@ LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activatio
       __m512i acc = _mm512_loadu_si512(x.bias.data() + c * 16);
       const int8_t* xc = xq + c * kVq4Q8Chunk;
       for (int t = 0; t < 4; ++t) dpbusd(acc, e[t], _mm512_loadu_si512(xc + 64 * t));
-      acc_f = scale_chunk(w, x, sc, c, acc, acc_f);
+      const __m512 s = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[g[2 * c]]), _mm512_set1_ps(sc[g[2 * c + 1]]));
+      acc_f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(s, _mm512_loadu_ps(x.d.data() + c * 16)), acc_f);
     }
-    y[r - r0] = m.cs * _mm512_reduce_add_ps(acc_f);
-  }
+    return acc_f;
+  };
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) store_sums4(one_row(r), one_row(r + 1), one_row(r + 2), one_row(r + 3), m.cs, y + r - r0);
+  for (; r < r1; ++r) y[r - r0] = m.cs * _mm512_reduce_add_ps(one_row(r));
 }
 
 // One token at 9 bits. The four planes' tables (2 KB) would take every register, and reading
@@ -591,7 +617,11 @@ LSB_AVX512_VNNI_VBMI_GFNI void nu_gemv_q8_avx512(const NuQ8MatrixView& m, const 
   const __m512i P0 = _mm512_load_si512(perm[0]), P1 = _mm512_load_si512(perm[1]);
   const __m512i unit = _mm512_set1_epi64(0x8040201008040201LL);  // byte j: 1 << j
   const int64_t blocks = w.cols / 128, stride = w.bits * w.words;
-  constexpr int RR = 2;  // rows side by side: 1.1-1.2x one row at a time (latency of each row's chain)
+  thread_local std::vector<int32_t> gi;  // the group of each block of 128 columns (no division in the loop)
+  gi.resize(static_cast<size_t>(blocks));
+  for (int64_t b = 0; b < blocks; ++b) gi[static_cast<size_t>(b)] = static_cast<int32_t>(128 * b / w.group);
+  const int32_t* g = gi.data();
+  constexpr int RR = 4;  // rows side by side (latency of each row's chain; 2 rows were 1.1-1.2x one), one store_sums4
   auto block = [&](const uint64_t* p, const float* sc, int64_t b, __m512 yf) LSB_AVX512_VNNI_VBMI_GFNI {
     auto plane = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k * w.words + 2 * b)); };
     __m512i v = _mm512_castsi128_si512(plane(0));
@@ -603,7 +633,7 @@ LSB_AVX512_VNNI_VBMI_GFNI void nu_gemv_q8_avx512(const NuQ8MatrixView& m, const 
     const __m512i i1 = _mm512_gf2p8affine_epi64_epi8(unit, _mm512_maskz_permutexvar_epi8(planes_mask, P1, v), 0);
     dpbusd(acc, _mm512_shuffle_epi8(tab, i0), _mm512_loadu_si512(x.xq.data() + 128 * b));
     dpbusd(acc, _mm512_shuffle_epi8(tab, i1), _mm512_loadu_si512(x.xq.data() + 128 * b + 64));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(sc[128 * b / w.group] * x.d[static_cast<size_t>(b)]), yf);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(sc[g[b]] * x.d[static_cast<size_t>(b)]), yf);
   };
   int64_t r = r0;
   for (; r + RR <= r1; r += RR) {
@@ -611,7 +641,7 @@ LSB_AVX512_VNNI_VBMI_GFNI void nu_gemv_q8_avx512(const NuQ8MatrixView& m, const 
     for (int i = 0; i < RR; ++i) yf[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b)
       for (int i = 0; i < RR; ++i) yf[i] = block(w.planes + (r + i) * stride, w.scales + (r + i) * w.ngroups, b, yf[i]);
-    for (int i = 0; i < RR; ++i) y[r + i - r0] = m.cs * _mm512_reduce_add_ps(yf[i]);
+    store_sums4(yf[0], yf[1], yf[2], yf[3], m.cs, y + r - r0);
   }
   for (; r < r1; ++r) {
     __m512 yf = _mm512_setzero_ps();
