@@ -630,6 +630,41 @@ TEST_F(ServeHttp, AClientThatHangsUpStopsItsGeneration) {
   expect_serving(*r);
 }
 
+// A streamed job's worker waits after its first piece of text until the server says it was
+// written (Job::delivered), at most Job's kFirstHandoff (5 ms): a job whose text nobody delivers
+// still ends, having waited that once, and one delivered at once gives the same text.
+TEST_F(ServeHttp, AStreamedJobWaitsForItsFirstTextToBeDeliveredOnlyOnce) {
+  auto r = start();
+  JobSpec spec;
+  spec.prompt = session_->tokenizer->encode("Once upon a time", true);
+  spec.max_new = 6;
+  spec.temperature = 0;
+  spec.ignore_eos = true;
+  spec.stream = true;
+  auto run = [&](bool deliver) {
+    auto job = r->engine->submit(spec);
+    std::string text;
+    while (!job->wait(std::chrono::milliseconds(50), text))
+      if (deliver && !text.empty()) job->delivered();
+    EXPECT_EQ(job->result().completion_tokens, 6);
+    return std::pair{text, job->result().handoff_seconds};
+  };
+  const auto [undelivered, waited] = run(false);
+  const auto [delivered, waited_delivered] = run(true);
+  EXPECT_GE(waited, 0.005);  // nobody said it was written: the worker waited out the handoff, once
+  EXPECT_LT(waited, 0.5);
+  EXPECT_LT(waited_delivered, 0.5);
+  EXPECT_FALSE(undelivered.empty());
+  EXPECT_EQ(delivered, undelivered);
+  spec.stream = false;  // not streamed: no handoff
+  auto job = r->engine->submit(spec);
+  std::string text;
+  while (!job->wait(std::chrono::milliseconds(50), text)) {
+  }
+  EXPECT_EQ(text, undelivered);
+  EXPECT_EQ(job->result().handoff_seconds, 0.0);
+}
+
 // A latch the engine's before_job hook waits on, so a request can be held running.
 struct Gate {
   std::mutex m;

@@ -21,8 +21,28 @@ bool Job::wait(std::chrono::milliseconds timeout, std::string& out) {
   return done_;
 }
 
+void Job::delivered() {
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    if (delivered_) return;
+    delivered_ = true;
+  }
+  cv_.notify_all();
+}
+
 void Job::push(const std::string& text) {
   if (text.empty()) return;
+  if (spec_.stream && !first_pushed_) {
+    std::unique_lock<std::mutex> lock(m_);
+    first_pushed_ = true;
+    pending_ += text;
+    last_wake_ = std::chrono::steady_clock::now();
+    cv_.notify_all();
+    const auto t0 = std::chrono::steady_clock::now();
+    cv_.wait_for(lock, kFirstHandoff, [&] { return delivered_ || cancel_; });
+    handoff_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return;
+  }
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(m_);
@@ -175,6 +195,7 @@ void Engine::process(Job& job) {
     res.decode_seconds = r.decode_seconds;
     res.prompt_tok_per_s = r.prompt_tok_per_s;
     res.decode_tok_per_s = r.decode_tok_per_s;
+    res.handoff_seconds = job.handoff_seconds_;
   } catch (const std::bad_alloc&) {
     res.error = "out of memory while generating";
   } catch (const std::exception& e) {

@@ -37,6 +37,10 @@ struct JobSpec {
   std::vector<std::string> stop;  // stop strings (the text sent never contains them)
   std::vector<int> stop_ids;      // ids that end the answer as EOS does
   bool ignore_eos = false;
+  // The client reads the answer as it comes (server-sent events): the worker hands the first
+  // piece of text over and waits, up to kFirstHandoff, until the server has written it
+  // (Job::delivered) before it computes on.
+  bool stream = false;
 };
 
 struct JobResult {
@@ -44,6 +48,7 @@ struct JobResult {
   std::string error;          // non-empty: the request failed (finish_reason is then "")
   int64_t prompt_tokens = 0, completion_tokens = 0;
   double prompt_seconds = 0, decode_seconds = 0, prompt_tok_per_s = 0, decode_tok_per_s = 0;
+  double handoff_seconds = 0;  // streamed: how long the worker waited for its first text to be written
 };
 
 class Job {
@@ -54,6 +59,9 @@ class Job {
   // The client has gone: the job ends at its next token, or is skipped if still queued.
   void cancel() { cancel_ = true; }
   bool cancelled() const { return cancel_; }
+  // The server has written text to the client (streamed jobs: releases the worker waiting after
+  // the first piece).
+  void delivered();
   const JobResult& result() const { return result_; }
   const JobSpec& spec() const { return spec_; }
 
@@ -76,6 +84,15 @@ class Job {
   // bench/serve/speed.mjs). Text waits at most that long: 25 updates a second.
   static constexpr std::chrono::milliseconds kWakeEvery{40};
   std::chrono::steady_clock::time_point last_wake_{};
+  // The first token of a streamed answer, though, is what the client waits for after its prompt.
+  // With as many compute threads as cores, the model's team went straight on to the next token
+  // and the server's thread (and a client on the same machine) waited for the scheduler to give
+  // them a core: 2-3 ms, 16 % of a 128-token prompt's time on bookworm-27m at 2 threads
+  // (bench/serve/speed.mjs). So the worker waits for the first piece to be written, at most this
+  // long (a server thread that never comes back costs the answer no more).
+  static constexpr std::chrono::milliseconds kFirstHandoff{5};
+  bool first_pushed_ = false, delivered_ = false;
+  double handoff_seconds_ = 0;
 };
 
 class QueueFull : public std::runtime_error {

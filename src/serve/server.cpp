@@ -269,6 +269,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
     spec.top_p = static_cast<float>(r.top_p);
     spec.seed = r.seed ? *r.seed : random_seed();
     spec.ignore_eos = r.ignore_eos;
+    spec.stream = r.stream;
   } catch (const ApiError& e) {
     log(fmt::format("POST {} -> {} ({})", req.path, e.status(), e.what()));
     return send_error(res, e);
@@ -355,6 +356,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
             job->cancel();
             return false;
           }
+          if (!st->pending.empty()) job->delivered();  // the worker may go on (Job::kFirstHandoff)
           st->first = false;
           st->pending.clear();
         }
