@@ -591,40 +591,6 @@ TEST(KernelNuQ8, MatchesItsReferenceAndTheFloatProduct) {
   if (runs == 0) GTEST_SKIP() << "this CPU has no AVX-512 VNNI + VBMI: only the reference was checked";
 }
 
-// NU prompts: the rows decoded into the VQ4 prompt kernel's panels, against the specification
-// (nu_gemm_q8_reference) and the specification against the float product: bits 2-4, groups of
-// 128 and 256, 1, 5 and kMaxTokens tokens (one tile), row ranges with a tail of fewer than 4.
-TEST(KernelNuQ8, GemmMatchesItsReferenceAndTheFloatProduct) {
-  int runs = 0;
-  for (int bits = 2; bits <= 4; ++bits)
-    for (int g : {128, 256})
-      for (int64_t cols : {256, 768}) {
-        const Case c{DType::NU, 0, g, false, bits};
-        const int64_t rows = 37;
-        const Prepared P = prepare(c, rows, cols, static_cast<uint32_t>(11 * bits + g + cols));
-        const TableViews tv(P);
-        uint8_t levels[16];
-        const kernels::NuQ8MatrixView m{tv.nu, levels, kernels::nu_levels_u8(tv.table.data(), bits, levels)};
-        for (int64_t n : {int64_t{1}, int64_t{5}, kMaxTokens}) {
-          kernels::Vq4Q8Tokens xq;
-          kernels::vq4_quantize_tokens(P.x.data(), n, cols, xq);
-          std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size(), NAN);
-          kernels::nu_gemm_q8_reference(m, xq, 0, rows, want.data(), rows);
-          const double rel = quant::compare(P.ref.data(), want.data(), want.size()).rel_l2;
-          EXPECT_LT(rel, 0.06) << c.label() << " cols=" << cols << " n=" << n;  // as the decode kernel's
-          if (!kernels::nu_gemm_q8_usable(tv.nu)) continue;
-          kernels::nu_gemm_q8(m, xq, 0, 18, got.data(), rows);
-          kernels::nu_gemm_q8(m, xq, 18, rows, got.data(), rows);
-          for (int64_t t = 0; t < n; ++t)
-            for (int64_t r = 0; r < rows; ++r)
-              ASSERT_NEAR(got[t * rows + r], want[t * rows + r], tolerance(P.wd, P.x.data() + t * cols, r, cols, 1e-5))
-                  << c.label() << " cols=" << cols << " n=" << n << " t=" << t << " row " << r;
-          ++runs;
-        }
-      }
-  if (runs == 0) GTEST_SKIP() << "this CPU has no AVX-512 VNNI + VBMI + GFNI: only the reference was checked";
-}
-
 // The Linear takes the integer kernels where it can (one token, a few tokens one at a time, a
 // batch of 40 in two tiles), the float ones otherwise (forced AVX2 or narrower: the float
 // tolerance); either way y = W x up to the 8-bit rounding.

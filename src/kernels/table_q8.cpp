@@ -649,70 +649,6 @@ LSB_AVX512_VNNI_VBMI_GFNI void nu_gemv_q8_avx512(const NuQ8MatrixView& m, const 
     y[r - r0] = m.cs * _mm512_reduce_add_ps(yf);
   }
 }
-// NU rows r .. r + rows - 1 as the prompt kernel's panels (cq + 128 in panel order, as
-// decode_panel_rows gives for VQ4): per block of 128 columns the levels in natural order by the
-// same bit transpose as the decode kernel, then two byte permutes into panel order (position
-// 32k + j of the block holds column 4j + k).
-template <int BITS>
-LSB_AVX512_VNNI_VBMI_GFNI void nu_decode_panel_rows(const NuQ8MatrixView& m, int64_t r, int rows, uint8_t* out) {
-  const NuMatrixView& w = m.w;
-  const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m.levels)));
-  alignas(64) uint8_t perm[2][64] = {};
-  __mmask64 planes_mask = 0;
-  for (int h = 0; h < 2; ++h)
-    for (int q = 0; q < 8; ++q)
-      for (int k = 0; k < BITS; ++k) {
-        perm[h][8 * q + 7 - k] = static_cast<uint8_t>(16 * k + 8 * h + q);
-        planes_mask |= __mmask64{1} << (8 * q + 7 - k);
-      }
-  alignas(64) uint8_t to_panel[128];
-  for (int p = 0; p < 128; ++p) to_panel[p] = static_cast<uint8_t>(4 * (p % 32) + p / 32);
-  const __m512i P0 = _mm512_load_si512(perm[0]), P1 = _mm512_load_si512(perm[1]);
-  const __m512i T0 = _mm512_load_si512(to_panel), T1 = _mm512_load_si512(to_panel + 64);
-  const __m512i unit = _mm512_set1_epi64(0x8040201008040201LL);
-  const int64_t blocks = w.cols / 128, stride = w.bits * w.words;
-  for (int i = 0; i < rows; ++i) {
-    const uint64_t* p = w.planes + (r + i) * stride;
-    uint8_t* o = out + i * w.cols;
-    for (int64_t b = 0; b < blocks; ++b) {
-      auto plane = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k * w.words + 2 * b)); };
-      __m512i v = _mm512_castsi128_si512(plane(0));
-      if constexpr (BITS > 1) v = _mm512_inserti32x4(v, plane(1), 1);
-      if constexpr (BITS > 2) v = _mm512_inserti32x4(v, plane(2), 2);
-      if constexpr (BITS > 3) v = _mm512_inserti32x4(v, plane(3), 3);
-      const __m512i e0 = _mm512_shuffle_epi8(
-          tab, _mm512_gf2p8affine_epi64_epi8(unit, _mm512_maskz_permutexvar_epi8(planes_mask, P0, v), 0));
-      const __m512i e1 = _mm512_shuffle_epi8(
-          tab, _mm512_gf2p8affine_epi64_epi8(unit, _mm512_maskz_permutexvar_epi8(planes_mask, P1, v), 0));
-      _mm512_storeu_si512(o + 128 * b, _mm512_permutex2var_epi8(e0, T0, e1));
-      _mm512_storeu_si512(o + 128 * b + 64, _mm512_permutex2var_epi8(e0, T1, e1));
-    }
-  }
-}
-
-// NU, a prompt's tokens: the VQ4 prompt kernel's tiles (gemm_tile) on NU panels. gemm_tile reads
-// the columns, the group scales and the table's scale of the view it is given.
-template <int BITS>
-LSB_AVX512_VNNI_VBMI_GFNI void nu_gemm_q8_avx512(const NuQ8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0,
-                                                 int64_t r1, float* y, int64_t ldy) {
-  constexpr int RT = 4;
-  const NuMatrixView& w = m.w;
-  Vq4Q8MatrixView v;
-  v.w = Vq4MatrixView{w.rows, w.cols, w.group, w.ngroups, 0, 0, nullptr, w.scales, nullptr};
-  v.cs = m.cs;
-  thread_local std::vector<uint8_t> panel;  // RT rows, this thread's
-  panel.resize(static_cast<size_t>(RT * w.cols));
-  const int64_t tiles = x.n_pad / 32;
-  int64_t r = r0;
-  for (; r + RT <= r1; r += RT) {
-    nu_decode_panel_rows<BITS>(m, r, RT, panel.data());
-    for (int64_t tile = 0; tile < tiles; ++tile) gemm_tile<RT>(v, x, panel.data(), r, tile, y, ldy);
-  }
-  for (; r < r1; ++r) {
-    nu_decode_panel_rows<BITS>(m, r, 1, panel.data());
-    for (int64_t tile = 0; tile < tiles; ++tile) gemm_tile<1>(v, x, panel.data(), r, tile, y, ldy);
-  }
-}
 #else
 int32_t quantize_block128_avx512(const float*, int8_t*, float&) { return 0; }  // never called
 #endif
@@ -741,46 +677,6 @@ void nu_gemv_q8(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t 
   }
 #endif
   nu_gemv_q8_reference(m, x, r0, r1, y);
-}
-
-bool nu_gemm_q8_usable(const NuMatrixView& w) { return nu_q8_usable(w) && w.cols % kVq4Q8Chunk == 0; }
-
-void nu_gemm_q8(const NuQ8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-#ifdef LSB_VQ4_Q8_X86
-  switch (m.w.bits) {
-    case 2: return nu_gemm_q8_avx512<2>(m, x, r0, r1, y, ldy);
-    case 3: return nu_gemm_q8_avx512<3>(m, x, r0, r1, y, ldy);
-    case 4: return nu_gemm_q8_avx512<4>(m, x, r0, r1, y, ldy);
-    default: break;
-  }
-#endif
-  nu_gemm_q8_reference(m, x, r0, r1, y, ldy);
-}
-
-void nu_gemm_q8_reference(const NuQ8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y,
-                          int64_t ldy) {
-  const NuMatrixView& w = m.w;
-  const int64_t blocks = w.cols / kVq4Q8TokBlock, quads = w.cols / 4;
-  std::vector<int64_t> acc(static_cast<size_t>(blocks));
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint64_t* pl = w.planes + r * w.bits * w.words;
-    for (int64_t t = 0; t < x.n; ++t) {
-      const int64_t tile = t / 32, lane = t % 32;
-      for (int64_t b = 0; b < blocks; ++b) acc[static_cast<size_t>(b)] = x.bias[static_cast<size_t>(b * x.n_pad + t)];
-      for (int64_t col = 0; col < w.cols; ++col) {
-        int k = 0;
-        for (int bit = 0; bit < w.bits; ++bit) k |= static_cast<int>((pl[bit * w.words + col / 64] >> (col % 64)) & 1u) << bit;
-        const int64_t p = panel_position(col);
-        acc[static_cast<size_t>(p / kVq4Q8TokBlock)] +=
-            static_cast<int32_t>(m.levels[k]) * x.xq[static_cast<size_t>((tile * quads + p / 4) * 128 + lane * 4 + p % 4)];
-      }
-      double sum = 0;
-      for (int64_t b = 0; b < blocks; ++b)
-        sum += static_cast<double>(acc[static_cast<size_t>(b)]) *
-               w.scales[r * w.ngroups + b * kVq4Q8TokBlock / w.group] * x.d[static_cast<size_t>(b * x.n_pad + t)];
-      y[t * ldy + r] = static_cast<float>(m.cs * sum);
-    }
-  }
 }
 
 void nu_gemv_q8_reference(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y) {

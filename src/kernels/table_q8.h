@@ -117,14 +117,5 @@ float nu_levels_u8(const float* levels, int bits, uint8_t* out16);
 bool nu_q8_usable(const NuMatrixView& w);
 void nu_gemv_q8(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y);
 void nu_gemv_q8_reference(const NuQ8MatrixView& m, const Q8Blocks& x, int64_t r0, int64_t r1, float* y);
-// A prompt's tokens, quantized as for VQ4 (vq4_quantize_tokens: panel order, a scale per token
-// and block of kVq4Q8TokBlock positions); the NU rows are decoded into the same panels and run
-// through the VQ4 prompt kernel's tiles:
-//   y[t][r] = cs * sum over blocks b of s_{r, g(b)} * d_{b,t} * (bias_{b,t} + sum_{p in b} cq[idx_r(col(p))] * xq_t[p]).
-// nu_q8_usable and columns a multiple of 256.
-bool nu_gemm_q8_usable(const NuMatrixView& w);
-void nu_gemm_q8(const NuQ8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y, int64_t ldy);
-void nu_gemm_q8_reference(const NuQ8MatrixView& m, const Vq4Q8Tokens& x, int64_t r0, int64_t r1, float* y,
-                          int64_t ldy);
 
 }  // namespace lsb::kernels

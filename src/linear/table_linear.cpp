@@ -19,12 +19,6 @@ namespace {
 
 constexpr uint64_t kAllocSlack = 64;  // alignment one arena allocation may waste
 constexpr int64_t kQ8GemmMinTokens = 8;  // fewer tokens: one at a time (the GEMM pads to tiles of 32)
-// NU with 16 levels is precise enough that rounding a prompt's activations to 8 bits becomes a
-// large part of its error: on the --target-bpw 3.5 file (25 NU matrices at 3 bits, 14 at 4,
-// the head among them; first 20 windows of bookworm_valid.txt) perplexity through the integer
-// prompt kernels differed from the dequantized weights' by 1.8e-3 with every NU matrix on them,
-// 5.3e-4 with the 3-bit ones only (the float panels: 1.2e-4). Issue 12's bound is 1e-3.
-constexpr int kQ8PromptMaxNuBits = 3;
 
 std::pmr::vector<float> to_float(const uint16_t* f16, int64_t n, std::pmr::memory_resource* mr) {
   std::pmr::vector<float> v(static_cast<size_t>(n), mr);
@@ -74,19 +68,11 @@ class NuLinear final : public Linear {
   void forward(const float* x, int64_t n, float* y) const override {
     const int64_t R = rows(), C = cols();
     if (n < kQ8GemmMinTokens && q8_fits_ && kernels::nu_q8_usable(m_)) {
-      // Decoding: integer dot products on 8-bit activations (kernels/table_q8.h).
+      // Decoding: integer dot products on 8-bit activations (kernels/table_q8.h); prompts keep
+      // the float panels.
       return q8_tokens_one_at_a_time<kernels::Q8Blocks>(
           x, n, R, C, y, kernels::quantize_blocks128,
           [&](const kernels::Q8Blocks& a, int64_t r0, int64_t r1, float* out) { kernels::nu_gemv_q8(q8_, a, r0, r1, out); });
-    }
-    if (m_.bits <= kQ8PromptMaxNuBits && q8_fits_ && kernels::nu_gemm_q8_usable(m_)) {
-      // A prompt's batch: the tokens quantized as for VQ4, the rows decoded into the VQ4 prompt
-      // kernel's panels (the buffer is this thread's, seen by the workers through a reference).
-      thread_local kernels::Vq4Q8Tokens tls;
-      kernels::Vq4Q8Tokens& xq = tls;
-      kernels::vq4_quantize_tokens(x, n, C, xq);
-      batch_row_blocks(R, [&](int64_t r0, int64_t r1) { kernels::nu_gemm_q8(q8_, xq, r0, r1, y, R); });
-      return;
     }
     if (n == 1) {
       detail::for_row_blocks(R, n, [&](int64_t t, int64_t nt, int64_t r0, int64_t r1) {
