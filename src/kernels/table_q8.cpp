@@ -381,14 +381,22 @@ struct Lookup {
   }
 };
 
-// acc_f + chunk c's int32 lane sums times each lane's group scale and activation scale.
-LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline __m512 scale_chunk(const Vq4MatrixView& w,
-                                                                             const Vq4Q8Activations& x,
-                                                                             const float* sc, int64_t c,
-                                                                             __m512i acc, __m512 acc_f) {
-  __m512 s = _mm512_set1_ps(sc[c * kVq4Q8Chunk / w.group]);
-  if (w.group % kVq4Q8Chunk != 0)  // lanes 8..15 (the second block of 128) in the next group
-    s = _mm512_mask_blend_ps(0xFF00, s, _mm512_set1_ps(sc[(c * kVq4Q8Chunk + kVq4Q8Block) / w.group]));
+// The group of each block of 128 columns of a `cols`-wide matrix: the decode kernels read it
+// from this table, made once per call, instead of dividing per chunk. This thread's; valid until
+// its next call.
+inline const int32_t* block_groups(int64_t cols, int64_t group) {
+  thread_local std::vector<int32_t> gi;
+  gi.resize(static_cast<size_t>(cols / 128));
+  for (size_t b = 0; b < gi.size(); ++b) gi[b] = static_cast<int32_t>(128 * static_cast<int64_t>(b) / group);
+  return gi.data();
+}
+
+// acc_f + chunk c's int32 lane sums times each lane's group scale and activation scale (lanes
+// 0..7 are the chunk's first block of 128 columns, 8..15 its second; g from block_groups).
+LSB_AVX512_VNNI_VBMI __attribute__((always_inline)) inline __m512 scale_chunk(const Vq4Q8Activations& x,
+                                                                             const float* sc, const int32_t* g,
+                                                                             int64_t c, __m512i acc, __m512 acc_f) {
+  const __m512 s = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[g[2 * c]]), _mm512_set1_ps(sc[g[2 * c + 1]]));
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(s, _mm512_loadu_ps(x.d.data() + c * 16)), acc_f);
 }
 
@@ -418,11 +426,7 @@ LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activatio
   const Lookup<B, Sym> lk(m.planes, m.w);
   const int64_t chunks = w.cols / kVq4Q8Chunk;
   const int8_t* xq = x.xq.data();
-  // Per chunk, the group of each of its two blocks of 128 columns (no division in the loop).
-  thread_local std::vector<int32_t> gi;
-  gi.resize(static_cast<size_t>(2 * chunks));
-  for (int64_t c = 0; c < 2 * chunks; ++c) gi[static_cast<size_t>(c)] = static_cast<int32_t>(c * kVq4Q8Block / w.group);
-  const int32_t* g = gi.data();
+  const int32_t* g = block_groups(w.cols, w.group);
   // One row at a time. Four rows sharing one horizontal sum (store_sums4, as the NU kernel does
   // with its rows side by side) ran short cache-resident rows faster, but streaming from memory
   // it kept fewer loads in flight: the synthetic 1.1B model in 6-bit VQ4 decoded at 33 tokens/s
@@ -437,8 +441,7 @@ LSB_AVX512_VNNI_VBMI void gemv_q8(const Vq4Q8MatrixView& m, const Vq4Q8Activatio
       __m512i acc = _mm512_loadu_si512(x.bias.data() + c * 16);
       const int8_t* xc = xq + c * kVq4Q8Chunk;
       for (int t = 0; t < 4; ++t) dpbusd(acc, e[t], _mm512_loadu_si512(xc + 64 * t));
-      const __m512 s = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[g[2 * c]]), _mm512_set1_ps(sc[g[2 * c + 1]]));
-      acc_f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(s, _mm512_loadu_ps(x.d.data() + c * 16)), acc_f);
+      acc_f = scale_chunk(x, sc, g, c, acc, acc_f);
     }
     y[r - r0] = m.cs * _mm512_reduce_add_ps(acc_f);
   }
@@ -455,6 +458,7 @@ LSB_AVX512_VNNI_VBMI void gemv_q8_9(const Vq4Q8MatrixView& m, const Vq4Q8Activat
   const Vq4MatrixView& w = m.w;
   const int64_t chunks = w.cols / kVq4Q8Chunk;
   const Lookup<9> lk(m.planes, m.w);
+  const int32_t* g = block_groups(w.cols, w.group);
   const int64_t block_rows = std::max<int64_t>(1, kPairs / chunks);
   thread_local std::vector<uint8_t> idx_buf, sum_buf;  // this thread's, 64 bytes per pair; one row at least
   thread_local std::vector<__mmask64> bit8;
@@ -487,7 +491,7 @@ LSB_AVX512_VNNI_VBMI void gemv_q8_9(const Vq4Q8MatrixView& m, const Vq4Q8Activat
     for (int64_t r = rb; r < rb + n / chunks; ++r) {
       __m512 acc_f = _mm512_setzero_ps();
       for (int64_t c = 0; c < chunks; ++c)
-        acc_f = scale_chunk(w, x, w.scales + r * w.ngroups, c, _mm512_loadu_si512(sums + 64 * ((r - rb) * chunks + c)), acc_f);
+        acc_f = scale_chunk(x, w.scales + r * w.ngroups, g, c, _mm512_loadu_si512(sums + 64 * ((r - rb) * chunks + c)), acc_f);
       y[r - r0] = m.cs * _mm512_reduce_add_ps(acc_f);
     }
   }
@@ -626,10 +630,7 @@ LSB_AVX512_VNNI_VBMI_GFNI void nu_gemv_q8_avx512(const NuQ8MatrixView& m, const 
   const __m512i P0 = _mm512_load_si512(perm[0]), P1 = _mm512_load_si512(perm[1]);
   const __m512i unit = _mm512_set1_epi64(0x8040201008040201LL);  // byte j: 1 << j
   const int64_t blocks = w.cols / 128, stride = w.bits * w.words;
-  thread_local std::vector<int32_t> gi;  // the group of each block of 128 columns (no division in the loop)
-  gi.resize(static_cast<size_t>(blocks));
-  for (int64_t b = 0; b < blocks; ++b) gi[static_cast<size_t>(b)] = static_cast<int32_t>(128 * b / w.group);
-  const int32_t* g = gi.data();
+  const int32_t* g = block_groups(w.cols, w.group);
   constexpr int RR = 4;  // rows side by side (latency of each row's chain; 2 rows were 1.1-1.2x one), one store_sums4
   auto block = [&](const uint64_t* p, const float* sc, int64_t b, __m512 yf) LSB_AVX512_VNNI_VBMI_GFNI {
     auto plane = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k * w.words + 2 * b)); };

@@ -36,9 +36,9 @@ void Job::push(const std::string& text) {
     std::unique_lock<std::mutex> lock(m_);
     first_pushed_ = true;
     pending_ += text;
-    last_wake_ = std::chrono::steady_clock::now();
-    cv_.notify_all();
     const auto t0 = std::chrono::steady_clock::now();
+    last_wake_ = t0;
+    cv_.notify_all();
     cv_.wait_for(lock, kFirstHandoff, [&] { return delivered_ || cancel_; });
     handoff_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return;
