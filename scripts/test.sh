@@ -7,15 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-# Benchmarks are left out here (bash scripts/build.sh builds them): CI time goes to the tests.
-bash scripts/build.sh -DLSB_BUILD_BENCH=OFF
+# Benchmarks and the long tests are left out here (bash scripts/build.sh builds them): CI time
+# goes to the tests it runs.
+bash scripts/build.sh -DLSB_BUILD_BENCH=OFF -DLSB_BUILD_LONG_TESTS=OFF
 (cd build && ctest --output-on-failure -LE long -j1 --timeout 900)
 
 if [[ "${LSB_SKIP_SANITIZE:-0}" != 1 ]]; then
   start=$(date +%s)
   # The test sources are not instrumented (only the library is), so the normal build's test
   # objects are linked instead of compiled again (LSB_TEST_OBJECTS_FROM, tests/CMakeLists.txt).
-  cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DLSB_SANITIZE=ON -DLSB_BUILD_BENCH=OFF \
+  cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DLSB_SANITIZE=ON -DLSB_BUILD_BENCH=OFF -DLSB_BUILD_LONG_TESTS=OFF \
     -DLSB_TEST_OBJECTS_FROM="$PWD/build" >/dev/null
   # The tests call the normal build's CLI (LSB_TEST_EXE): the library code they run in-process
   # is what is sanitized here; a sanitized CLI took a quarter of this stage's build time.
@@ -61,7 +62,7 @@ if [[ "${LSB_SKIP_SANITIZE:-0}" != 1 ]]; then
   # instrumented, so the OpenMP team is limited to one thread (OMP_THREAD_LIMIT): what is checked
   # is the reader and builder threads against the compute thread.
   start=$(date +%s)
-  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -g -DNDEBUG" -DLSB_TSAN=ON -DLSB_BUILD_BENCH=OFF >/dev/null
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -g -DNDEBUG" -DLSB_TSAN=ON -DLSB_BUILD_BENCH=OFF -DLSB_BUILD_LONG_TESTS=OFF >/dev/null
   ninja -C build-tsan -j"$(nproc)" lsb_streaming_tests
   TSAN='Streaming.SameLogitsAsResidentBitForBit:Streaming.DefaultRecipeFitsItsArenasAndMatchesResident'
   TSAN+=':Streaming.EvalIsIdenticalToResidentAndReadsEachLayerOncePerWindow'
